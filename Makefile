@@ -1,0 +1,28 @@
+# Two commands do all the set-up: `make run` (dashboard) and `make test` (whole suite).
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Local copies of the pretrained encoders and MovieLens, where ../shared exists (CI, dev boxes).
+SHARED ?= $(abspath ../shared)
+export EM3_IMAGE_ENCODER ?= $(if $(wildcard $(SHARED)/models/mobilenet_v2_1.0_224_coral),$(SHARED)/models/mobilenet_v2_1.0_224_coral)
+export EM3_TEXT_ENCODER ?= $(if $(wildcard $(SHARED)/models/all-MiniLM-L6-v2),$(SHARED)/models/all-MiniLM-L6-v2)
+export EM3_MOVIELENS_DIR ?= $(if $(wildcard $(SHARED)/data/movielens-100k),$(SHARED)/data/movielens-100k)
+
+.PHONY: run test venv clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m streamlit run app/main.py --server.address 127.0.0.1 --server.port 8501 --server.headless true --browser.gatherUsageStats false
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

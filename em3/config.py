@@ -1,0 +1,407 @@
+"""The frozen dataclass config tree: the only home of defaults, presets and arms.
+
+Every field carries `metadata={"help": ...}`; the dashboard's forms read it. Validation
+happens in `__post_init__` and raises `ConfigError` (a `ValueError`) naming the field.
+Serialise with `to_dict` / `from_dict` (strict) / `flatten` (MLflow params), change
+fields with `with_overrides(cfg, {"model.fusion.num_queries": 4})`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Mapping, get_type_hints
+
+CONFIG_VERSION = 1
+
+SOURCES = ("synthetic", "movielens-100k", "files")
+SYNTHETIC_PRESETS = ("tiny", "demo")
+FUSION_MODES = ("selfattn", "blip2", "mean")
+MODALITIES = ("image", "text")
+HISTORY_STRATEGIES = ("lora", "shared", "frozen", "precomputed")
+RANKERS = ("din", "dcnv2")
+CIC_NEGATIVES = ("in_batch", "sampled")
+DEVICES = ("auto", "cpu", "cuda")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "token_proj")
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message names the field at fault."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _check(cond: bool, name: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {message}")
+
+
+def _positive(obj: Any, *names: str, prefix: str) -> None:
+    for n in names:
+        _check(getattr(obj, n) > 0, f"{prefix}.{n}", f"must be > 0, got {getattr(obj, n)!r}")
+
+
+def _choice(value: Any, choices: tuple[str, ...], name: str) -> None:
+    _check(value in choices, name, f"unknown value {value!r}; expected one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = field(default="synthetic", metadata=_help("Dataset source: synthetic, movielens-100k or files."))
+    preset: str = field(default="tiny", metadata=_help("Synthetic generator size: tiny (tests) or demo (dashboard)."))
+    data_dir: str = field(default="", metadata=_help("Directory of a movielens-100k or files dataset; empty = $EM3_MOVIELENS_DIR."))
+    positive_threshold: float = field(default=4.0, metadata=_help("A rating >= this is a positive (label 1)."))
+    rating_min: float = field(default=1.0, metadata=_help("Lowest possible rating (for validating the threshold)."))
+    rating_max: float = field(default=5.0, metadata=_help("Highest possible rating (for validating the threshold)."))
+    max_history: int = field(default=50, metadata=_help("History length L: the last L earlier positives are kept."))
+    val_frac: float = field(default=0.1, metadata=_help("Per-user chronological share of events for validation."))
+    test_frac: float = field(default=0.1, metadata=_help("Per-user chronological share of events for test."))
+    cold_item_frac: float = field(default=0.1, metadata=_help("Share of items withheld as cold (test_cold only)."))
+    split_seed: int = field(default=0, metadata=_help("Seed of the cold-item draw and the synthetic generator."))
+
+    def __post_init__(self) -> None:
+        _choice(self.source, SOURCES, "data.source")
+        _choice(self.preset, SYNTHETIC_PRESETS, "data.preset")
+        _check(self.rating_min < self.rating_max, "data.rating_min", "must be below data.rating_max")
+        _check(self.rating_min < self.positive_threshold <= self.rating_max, "data.positive_threshold",
+               f"must lie in ({self.rating_min}, {self.rating_max}], got {self.positive_threshold}")
+        _positive(self, "max_history", prefix="data")
+        for n in ("val_frac", "test_frac", "cold_item_frac"):
+            _check(0.0 <= getattr(self, n) < 0.5, f"data.{n}", f"must be in [0, 0.5), got {getattr(self, n)}")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    image_encoder: str = field(default="google/mobilenet_v2_1.0_224", metadata=_help(
+        "Image encoder: a Hugging Face id or local path ($EM3_IMAGE_ENCODER overrides the default), or 'scratch'."))
+    text_encoder: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata=_help(
+        "Text encoder: a Hugging Face id or local path ($EM3_TEXT_ENCODER overrides the default), or 'scratch'."))
+    text_layers: int = field(default=2, metadata=_help("Keep only the first N layers of the text encoder."))
+    image_height: int = field(default=0, metadata=_help("Resize images to this height (0 = native size)."))
+    image_width: int = field(default=0, metadata=_help("Resize images to this width (0 = native size)."))
+    max_text_len: int = field(default=64, metadata=_help("Text tokens kept per item (incl. special tokens)."))
+    cache_dir: str = field(default="", metadata=_help("Feature cache directory; empty = <repo>/.cache/features."))
+
+    def __post_init__(self) -> None:
+        _positive(self, "text_layers", "max_text_len", prefix="encoder")
+        for n in ("image_height", "image_width"):
+            _check(getattr(self, n) >= 0, f"encoder.{n}", f"must be >= 0, got {getattr(self, n)}")
+        _check((self.image_height == 0) == (self.image_width == 0), "encoder.image_height",
+               "set both image_height and image_width, or neither")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    mode: str = field(default="selfattn", metadata=_help(
+        "selfattn (authors' design: self-attention over [queries; tokens]), blip2 (cross-attention + FFN) "
+        "or mean (mean-pool tokens, no queries)."))
+    modalities: tuple[str, ...] = field(default=("image", "text"), metadata=_help("Modalities fused."))
+    num_queries: int = field(default=2, metadata=_help("Learnable query tokens N_q."))
+    num_layers: int = field(default=1, metadata=_help("Transformer layers of the Fusion-Q-Former."))
+    num_heads: int = field(default=4, metadata=_help("Attention heads; must divide dim."))
+    dim: int = field(default=64, metadata=_help("Hidden and content-embedding size D."))
+    dropout: float = field(default=0.1, metadata=_help("Dropout inside the Fusion-Q-Former."))
+
+    def __post_init__(self) -> None:
+        _choice(self.mode, FUSION_MODES, "model.fusion.mode")
+        _check(len(self.modalities) > 0, "model.fusion.modalities", "needs at least one modality")
+        for m in self.modalities:
+            _choice(m, MODALITIES, "model.fusion.modalities")
+        _positive(self, "num_queries", "num_layers", "num_heads", "dim", prefix="model.fusion")
+        _check(self.dim % self.num_heads == 0, "model.fusion.dim",
+               f"D={self.dim} is not divisible by num_heads={self.num_heads}")
+        _check(0.0 <= self.dropout < 1.0, "model.fusion.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    strategy: str = field(default="lora", metadata=_help(
+        "How history items are encoded: lora (shared base weights, gradient stopped, LoRA adapters), "
+        "shared (fully trainable), frozen (no grad), precomputed (frozen encoder features, no Q-Former)."))
+    lora_rank: int = field(default=4, metadata=_help("LoRA rank r."))
+    lora_alpha: float = field(default=8.0, metadata=_help("LoRA scaling alpha."))
+    lora_dropout: float = field(default=0.0, metadata=_help("Dropout on the LoRA path."))
+    lora_targets: tuple[str, ...] = field(default=("q_proj", "k_proj", "v_proj", "out_proj"), metadata=_help(
+        "Fusion-Q-Former linear layers that get LoRA adapters (by module name)."))
+    dedup: bool = field(default=True, metadata=_help("Encode the unique items of a batch once."))
+
+    def __post_init__(self) -> None:
+        _choice(self.strategy, HISTORY_STRATEGIES, "model.history.strategy")
+        _positive(self, "lora_rank", "lora_alpha", prefix="model.history")
+        _check(0.0 <= self.lora_dropout < 1.0, "model.history.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        _check(len(self.lora_targets) > 0, "model.history.lora_targets", "needs at least one module name")
+        for t in self.lora_targets:
+            _choice(t, LORA_TARGETS, "model.history.lora_targets")
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    kind: str = field(default="din", metadata=_help("Ranking model: din or dcnv2."))
+    id_dim: int = field(default=64, metadata=_help("Item/user ID embedding size."))
+    mlp_hidden: tuple[int, ...] = field(default=(128, 64), metadata=_help("Hidden sizes of the output MLP."))
+    attention_hidden: tuple[int, ...] = field(default=(64,), metadata=_help("Hidden sizes of DIN's attention MLP."))
+    cross_layers: int = field(default=2, metadata=_help("DCNv2 cross layers."))
+    dropout: float = field(default=0.1, metadata=_help("Dropout in the ranker MLPs."))
+
+    def __post_init__(self) -> None:
+        _choice(self.kind, RANKERS, "model.ranker.kind")
+        _positive(self, "id_dim", "cross_layers", prefix="model.ranker")
+        for n in ("mlp_hidden", "attention_hidden"):
+            _check(all(h > 0 for h in getattr(self, n)), f"model.ranker.{n}", f"sizes must be > 0, got {getattr(self, n)}")
+        _check(0.0 <= self.dropout < 1.0, "model.ranker.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class CICConfig:
+    weight: float = field(default=1e-3, metadata=_help("Content-ID contrastive loss weight lambda (0 = off)."))
+    temperature: float = field(default=0.1, metadata=_help("InfoNCE temperature tau."))
+    negatives: str = field(default="in_batch", metadata=_help("in_batch (other targets) or sampled (K from the item table)."))
+    num_negatives: int = field(default=16, metadata=_help("K sampled negatives (negatives=sampled)."))
+
+    def __post_init__(self) -> None:
+        _check(self.weight >= 0, "model.cic.weight", f"lambda must be >= 0, got {self.weight}")
+        _check(self.temperature > 0, "model.cic.temperature", f"must be > 0, got {self.temperature}")
+        _choice(self.negatives, CIC_NEGATIVES, "model.cic.negatives")
+        _positive(self, "num_negatives", prefix="model.cic")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arm: str = field(default="em3", metadata=_help("Named variant (see ARMS); its overrides are applied by with_arm."))
+    use_content: bool = field(default=True, metadata=_help("Build a content module at all (False for id_only)."))
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    cic: CICConfig = field(default_factory=CICConfig)
+
+    def __post_init__(self) -> None:
+        _choice(self.arm, tuple(ARMS), "model.arm")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=10, metadata=_help("Maximum training epochs."))
+    batch_size: int = field(default=256, metadata=_help("Training batch size (global, across processes)."))
+    eval_batch_size: int = field(default=1024, metadata=_help("Evaluation batch size."))
+    lr_content: float = field(default=1e-3, metadata=_help("AdamW learning rate of the content module."))
+    lr_ranker: float = field(default=1e-3, metadata=_help("AdamW learning rate of the ranker and ID embeddings."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    patience: int = field(default=2, metadata=_help("Early stop after this many epochs without a better validation AUC."))
+    max_steps_per_epoch: int = field(default=0, metadata=_help("Cap on steps per epoch (0 = full epoch)."))
+    seed: int = field(default=0, metadata=_help("Seed of initialisation, shuffling and dropout."))
+    device: str = field(default="auto", metadata=_help("auto (CUDA if available), cpu or cuda."))
+    bf16: bool = field(default=True, metadata=_help("bf16 autocast on CUDA (ignored on CPU)."))
+    log_every: int = field(default=10, metadata=_help("Log step losses every N steps."))
+    topk: int = field(default=10, metadata=_help("K of Recall@K / NDCG@K and of logged recommendations."))
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "eval_batch_size", "lr_content", "lr_ranker", "log_every", "topk",
+                  prefix="train")
+        _check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.patience >= 0, "train.patience", f"must be >= 0, got {self.patience}")
+        _check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", f"must be >= 0, got {self.max_steps_per_epoch}")
+        _choice(self.device, DEVICES, "train.device")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: int = field(default=CONFIG_VERSION, metadata=_help("Config schema version."))
+
+
+# ---- arms: each a set of overrides on top of the base config ------------------------------
+
+ARMS: dict[str, dict[str, Any]] = {
+    "id_only": {"model.use_content": False, "model.cic.weight": 0.0},
+    "precomputed": {"model.fusion.mode": "mean", "model.history.strategy": "precomputed", "model.cic.weight": 0.0},
+    "em3": {},
+    "em3_no_cic": {"model.cic.weight": 0.0},
+    "em3_frozen_history": {"model.history.strategy": "frozen"},
+    "em3_shared_history": {"model.history.strategy": "shared"},
+    "em3_mean_fusion": {"model.fusion.mode": "mean"},
+    "em3_image_only": {"model.fusion.modalities": ("image",)},
+    "em3_text_only": {"model.fusion.modalities": ("text",)},
+}
+
+ARM_HELP: dict[str, str] = {
+    "id_only": "Ranker on IDs alone: no content.",
+    "precomputed": "Ranker + frozen, mean-pooled encoder features (the pre-extracted-features baseline).",
+    "em3": "Fusion-Q-Former trained end to end + LoRA history + CIC.",
+    "em3_no_cic": "EM3 without the Content-ID contrastive loss.",
+    "em3_frozen_history": "EM3 with history items encoded under no-grad, no adapters.",
+    "em3_shared_history": "EM3 with history items through the fully trainable Fusion-Q-Former.",
+    "em3_mean_fusion": "EM3 with mean-pooled tokens instead of learnable queries.",
+    "em3_image_only": "EM3 fusing the image tokens alone.",
+    "em3_text_only": "EM3 fusing the text tokens alone.",
+}
+
+
+# ---- serialisation --------------------------------------------------------------------------
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists, JSON-ready)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(value: Any, typ: Any, name: str) -> Any:
+    """Convert a JSON/YAML/CLI value to the field's declared type, or raise naming the field."""
+    origin = getattr(typ, "__origin__", None)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        inner = typ.__args__[0]
+        return tuple(_coerce(v, inner, name) for v in value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+        if out != out:
+            raise ConfigError(f"{name}: expected a number, got NaN")
+        return out
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=3)
+        hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+        raise ConfigError(f"{key}: unknown config key{hint}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        typ = hints[f.name]
+        if is_dataclass(typ):
+            kwargs[f.name] = _build(typ, data[f.name], f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(data[f.name], typ, f"{prefix}{f.name}")
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Strict inverse of to_dict: unknown keys and wrong types raise ConfigError naming the field."""
+    return _build(Config, data, "")
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """{'model.fusion.dim': 64, ...} for MLflow params and --set keys."""
+    out: dict[str, Any] = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    return out
+
+
+def field_help(key: str) -> str:
+    """Help text of a dotted key, e.g. 'model.fusion.num_queries'."""
+    cls: Any = Config
+    *path, last = key.split(".")
+    for p in path:
+        cls = get_type_hints(cls)[p]
+    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == last)
+
+
+def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return cfg with dotted keys replaced; unknown keys raise with close matches."""
+    known = flatten(cfg)
+    data = to_dict(cfg)
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"{key}: unknown config key{hint}")
+        node = data
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return from_dict(data)
+
+
+def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Parse CLI `--set key=value` strings into a dict (values stay strings; from_dict coerces)."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def with_arm(cfg: Config, arm: str) -> Config:
+    """Apply a named arm's overrides (and record the arm name)."""
+    if arm not in ARMS:
+        close = difflib.get_close_matches(arm, sorted(ARMS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"model.arm: unknown arm {arm!r}{hint}")
+    return with_overrides(cfg, {"model.arm": arm, **ARMS[arm]})
+
+
+# ---- presets --------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds on a laptop CPU: the test suite's preset.
+    "tiny": {
+        "data.source": "synthetic", "data.preset": "tiny", "data.max_history": 10,
+        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 16,
+        "model.fusion.dim": 32, "model.ranker.id_dim": 32, "model.ranker.mlp_hidden": (32,),
+        "model.ranker.attention_hidden": (16,), "train.epochs": 2, "train.batch_size": 128,
+    },
+    # The dashboard's default: a few thousand items, ~1k users, ~100k impressions.
+    "demo": {
+        "data.source": "synthetic", "data.preset": "demo", "data.max_history": 20,
+        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 24,
+        "train.epochs": 5, "train.batch_size": 512,
+    },
+    # Real data: MovieLens-100K with posters and the shared pretrained encoders.
+    "movielens": {
+        "data.source": "movielens-100k", "data.max_history": 50,
+        "train.epochs": 10, "train.batch_size": 256,
+    },
+}
+
+
+def preset(name: str, arm: str = "em3") -> Config:
+    """A named preset with an arm applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return with_arm(with_overrides(Config(), PRESETS[name]), arm)
+

@@ -1,0 +1,55 @@
+"""Shared fixtures: an isolated MLflow store and cache per test session, ../shared detection."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = (REPO.parent / "shared").resolve()
+
+# Point the library at the local pretrained copies when ../shared exists (as CI has it).
+if SHARED.is_dir():
+    os.environ.setdefault("EM3_IMAGE_ENCODER", str(SHARED / "models" / "mobilenet_v2_1.0_224_coral"))
+    os.environ.setdefault("EM3_TEXT_ENCODER", str(SHARED / "models" / "all-MiniLM-L6-v2"))
+    os.environ.setdefault("EM3_MOVIELENS_DIR", str(SHARED / "data" / "movielens-100k"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test with the reason."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"needs ../shared/{'/'.join(parts)} (pretrained models and MovieLens live there; absent on a fresh clone)")
+    return p
+
+
+@pytest.fixture
+def movielens_dir() -> Path:
+    return shared_path("data", "movielens-100k")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_store(tmp_path_factory: pytest.TempPathFactory):
+    """Every test session writes MLflow runs and caches into a temp dir, never the repo's mlruns/."""
+    root = tmp_path_factory.mktemp("em3")
+    old = {k: os.environ.get(k) for k in ("EM3_MLRUNS_DIR", "MLFLOW_TRACKING_URI", "EM3_CACHE_DIR")}
+    os.environ["EM3_MLRUNS_DIR"] = str(root / "mlruns")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["EM3_CACHE_DIR"] = str(root / "cache")
+    yield root
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty MLflow store for one test."""
+    monkeypatch.setenv("EM3_MLRUNS_DIR", str(tmp_path / "mlruns"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "mlruns"
