@@ -1,0 +1,84 @@
+"""A user's own dataset: Parquet/CSV items and interactions (+ optional users) and an image folder.
+
+Layout of `data_dir`:
+    items.parquet | items.csv                item_id (int, unique), title, text, image_path (optional,
+                                             relative to images/), any other column = a categorical attribute
+    interactions.parquet | interactions.csv  user_id, item_id, timestamp (unix seconds), rating and/or label (0/1)
+    users.parquet | users.csv                optional: user_id + any user features
+    images/                                  optional: the files image_path names
+Parquet wins when both exist. Every problem raises DataError naming the file, row and column.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from em3.data.images import FolderImages
+from em3.data.schema import RawDataset
+from em3.data.tables import (find_table, int_column, interactions_frame, read_table, require_columns,
+                             require_dir, require_known, require_unique, text_column)
+
+LOADER_VERSION = "files/1"
+
+
+def _fingerprint(tables: list[Path], images: Path) -> str:
+    h = hashlib.sha256(LOADER_VERSION.encode())
+    for f in tables:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    if images.is_dir():
+        for root, _, names in sorted(os.walk(images)):
+            for name in sorted(names):
+                st = os.stat(os.path.join(root, name))
+                h.update(f"{os.path.relpath(os.path.join(root, name), images)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def _items(path: Path, images: Path) -> pd.DataFrame:
+    df = read_table(path)
+    require_columns(df, ("item_id", "title", "text"), path=path)
+    ids = int_column(df, "item_id", path=path, expected="an integer item id")
+    require_unique(ids, path=path, column="item_id")
+    items = pd.DataFrame({"item_id": ids, "title": text_column(df, "title").to_numpy(),
+                          "text": text_column(df, "text").to_numpy()})
+    if "image_path" in df.columns:
+        rel = text_column(df, "image_path")
+        items["image_path"] = pd.Series([str(images / r) if r else None for r in rel], dtype=object)
+    else:
+        items["image_path"] = pd.Series([None] * len(items), dtype=object)
+    for c in df.columns:
+        if c not in items.columns:
+            items[str(c)] = df[c].to_numpy()
+    return items
+
+
+def load_files(data_dir: str | Path) -> RawDataset:
+    """Load a dataset laid out as the module docstring says."""
+    root = require_dir(data_dir, what="dataset directory")
+    items_path = find_table(root, "items")
+    inter_path = find_table(root, "interactions")
+    users_path = find_table(root, "users", required=False)
+    images = root / "images"
+    items = _items(items_path, images)
+    interactions = interactions_frame(read_table(inter_path), path=inter_path,
+                                      known_items=items["item_id"].to_numpy(), items_path=items_path)
+    users = None
+    if users_path is not None:
+        df = read_table(users_path)
+        require_columns(df, ("user_id",), path=users_path)
+        user_ids = int_column(df, "user_id", path=users_path, expected="an integer user id")
+        require_unique(user_ids, path=users_path, column="user_id")
+        users = df.assign(user_id=user_ids)
+        require_known(interactions["user_id"].to_numpy(), user_ids, path=inter_path, column="user_id",
+                      known_in=str(users_path))
+    attributes = tuple(c for c in items.columns if c not in ("item_id", "title", "text", "image_path"))
+    tables = [p for p in (items_path, inter_path, users_path) if p is not None]
+    return RawDataset(
+        name=f"files:{root.name}", items=items, interactions=interactions, users=users,
+        attribute_columns=attributes,
+        load_image=FolderImages(dict(zip(items["item_id"].tolist(), items["image_path"].tolist()))),
+        fingerprint=_fingerprint(tables, images), image_size=(0, 0),
+    )

@@ -1,0 +1,76 @@
+"""Item images read from a folder: a missing or unreadable file is a masked image (None), counted, never an error."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from PIL import Image
+
+from em3.data.schema import RawDataset
+
+
+class FolderImages:
+    """`load_image` of a folder-backed dataset: item_id -> RGB image, or None.
+
+    `missing` holds the items with no image path or no file; `unreadable` the items whose
+    file failed to decode (truncated, corrupt, not an image). Both fill as images are asked for.
+    """
+
+    def __init__(self, paths: Mapping[int, str | None]) -> None:
+        self._paths = {int(k): (v if isinstance(v, str) and v else None) for k, v in paths.items()}
+        self.missing: set[int] = set()
+        self.unreadable: dict[int, str] = {}   # item_id -> why
+
+    def path(self, item_id: int) -> str | None:
+        return self._paths.get(int(item_id))
+
+    def __call__(self, item_id: int) -> Image.Image | None:
+        item_id = int(item_id)
+        p = self._paths.get(item_id)
+        if not p or not Path(p).is_file():
+            self.missing.add(item_id)
+            return None
+        try:
+            with Image.open(p) as img:
+                img.load()   # decode now: a truncated file fails here, not later in the encoder
+                return img.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            self.unreadable[item_id] = f"{p}: {type(e).__name__}: {e}"
+            return None
+
+
+@dataclass(frozen=True)
+class ImageCoverage:
+    """How many items have a usable image."""
+
+    items: int
+    readable: int
+    missing: int         # no path, or no file
+    unreadable: int      # a file that failed to decode
+    examples: tuple[str, ...] = ()   # a few unreadable files with the reason
+
+    @property
+    def share(self) -> float:
+        return self.readable / self.items if self.items else 0.0
+
+
+def image_coverage(raw: RawDataset, *, load: Callable[[int], Image.Image | None] | None = None) -> ImageCoverage:
+    """Try every item's image once and count readable, missing and unreadable ones."""
+    load = load or raw.load_image
+    readable = missing = unreadable = 0
+    examples: list[str] = []
+    for item_id in raw.items["item_id"].to_numpy():
+        img = load(int(item_id))
+        if img is not None:
+            readable += 1
+            continue
+        why = getattr(load, "unreadable", {}).get(int(item_id))
+        if why is None:
+            missing += 1
+        else:
+            unreadable += 1
+            if len(examples) < 3:
+                examples.append(why)
+    return ImageCoverage(items=len(raw.items), readable=readable, missing=missing,
+                         unreadable=unreadable, examples=tuple(examples))
