@@ -1,0 +1,204 @@
+"""The EM3 model: ID embeddings + content encoder + ranker + CIC heads; the whole forward pass, top to bottom.
+
+Shape letters: B batch, L history length, K candidates (score) or sampled negatives (CIC),
+U unique target items of a batch, I items (rows I+1, row 0 = padding), Di item/user-ID size,
+D content size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from em3.config import Config, ConfigError
+from em3.data.schema import PAD_INDEX, SampleSet
+from em3.models.content import check_tokens
+from em3.models.history import ContentEncoder
+from em3.models.rankers import build_ranker
+
+if TYPE_CHECKING:
+    from em3.data.cache import ItemTokens
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor                          # (B,)
+    cic_content: Tensor | None = None       # (U, D) L2-normalised, one row per unique target item
+    cic_id: Tensor | None = None            # (U, D) L2-normalised, same rows
+    cic_neg_content: Tensor | None = None   # (U, K, D) sampled negatives (model.cic.negatives = sampled, training)
+    cic_neg_id: Tensor | None = None        # (U, K, D)
+    history_attention: Tensor | None = None  # (B, L) DIN's attention over the history; None for DCN-v2
+
+
+class EM3Model(nn.Module):
+    """A ranker over ID embeddings, with EM3's content module and CIC heads when content is on."""
+
+    def __init__(self, cfg: Config, *, samples: SampleSet, tokens: "ItemTokens | None"):
+        super().__init__()
+        m = cfg.model
+        self.cfg = cfg
+        self.num_items = samples.num_items
+        # Data-derived lookups are non-persistent buffers: rebuilt from the samples, not checkpointed.
+        self.register_buffer("id_index", torch.as_tensor(samples.id_index, dtype=torch.long), persistent=False)
+        warm = torch.nonzero(self.id_index > 1).flatten()                    # item indices with their own ID
+        self.register_buffer("warm_items", warm, persistent=False)
+        self.user_emb = nn.Embedding(samples.num_users, m.ranker.id_dim)
+        self.item_id_emb = nn.Embedding(samples.num_id_rows, m.ranker.id_dim, padding_idx=PAD_INDEX)
+        nn.init.normal_(self.user_emb.weight, std=0.05)
+        nn.init.normal_(self.item_id_emb.weight, std=0.05)
+        with torch.no_grad():
+            self.item_id_emb.weight[PAD_INDEX].zero_()
+        self.content = ContentEncoder(m, tokens=tokens) if m.use_content else None
+        self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0)
+        self.use_cic = m.use_content and m.cic.weight > 0
+        if self.use_cic:
+            # CIC projection heads (authors: Linear D->D each); the ID side also maps id_dim -> D.
+            self.cic_content_head = nn.Linear(m.fusion.dim, m.fusion.dim)
+            self.cic_id_head = nn.Linear(m.ranker.id_dim, m.fusion.dim)
+
+    @property
+    def has_content(self) -> bool:
+        """False for the ID-only arm (no content module built)."""
+        return self.content is not None
+
+    # ---- the forward pass ----
+
+    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+        user, item, history = batch["user"], batch["item"], batch["history"]   # (B,), (B,), (B, L)
+
+        # step 1: ID embeddings (cold items share the UNKNOWN_ID row via id_index; padding is row 0)
+        user_vec = self.user_emb(user)                                          # (B, Di)
+        target_id = self.item_id_emb(self.id_index[item])                       # (B, Di)
+        history_id = self.item_id_emb(self.id_index[history])                   # (B, L, Di)
+        history_mask = history != PAD_INDEX                                     # (B, L)
+
+        # step 2: content embeddings of the target and history items (unique items encoded once)
+        target_content = history_content = None
+        if self.content is not None:
+            target_content, history_content = self.content(item, history)      # (B, D), (B, L, D)
+
+        # step 3: the ranker scores (user, target, history)
+        ranked = self.ranker(user_vec, target_id, history_id=history_id, history_mask=history_mask,
+                             target_content=target_content, history_content=history_content)
+        out = ModelOutput(logits=ranked.logits, history_attention=ranked.attention)   # (B,), (B, L)
+        if not self.use_cic:
+            return out
+
+        # step 4: CIC projections of the batch's unique target items (duplicates would be false negatives)
+        uniq, inverse = torch.unique(item, return_inverse=True)                  # (U,), (B,)
+        first = torch.full_like(uniq, item.numel()).scatter_reduce(
+            0, inverse, torch.arange(item.numel(), device=item.device), reduce="amin")   # (U,) a row of each
+        out.cic_content = F.normalize(self.cic_content_head(target_content[first]), dim=-1)   # (U, D)
+        out.cic_id = F.normalize(self.cic_id_head(target_id[first]), dim=-1)                  # (U, D)
+
+        # step 5: sampled negatives: K items drawn uniformly from the warm item table
+        cic = self.cfg.model.cic
+        if cic.negatives == "sampled" and self.training and self.warm_items.numel() > 0:
+            # Departure from the authors: one draw of K shared by the batch (they draw K per item), so the
+            # step encodes K extra items, not U*K; a draw may hit the positive itself, as theirs can.
+            neg = self.warm_items[torch.randint(self.warm_items.numel(), (cic.num_negatives,),
+                                                device=item.device)]             # (K,)
+            neg_content = F.normalize(self.cic_content_head(self.content.embed(neg)), dim=-1)    # (K, D)
+            neg_id = F.normalize(self.cic_id_head(self.item_id_emb(self.id_index[neg])), dim=-1)  # (K, D)
+            out.cic_neg_content = neg_content.unsqueeze(0).expand(uniq.numel(), -1, -1)         # (U, K, D)
+            out.cic_neg_id = neg_id.unsqueeze(0).expand(uniq.numel(), -1, -1)                   # (U, K, D)
+        return out
+
+    def score(self, user: Tensor, history: Tensor, items: Tensor, *, chunk: int = 2048) -> Tensor:
+        """user (B,), history (B, L), candidate items (B, K) -> logits (B, K), for top-K recommendation.
+
+        Content is encoded once per unique item and once per history; the ranker runs on at most
+        `chunk` (user, candidate) rows at a time, so scoring a whole catalogue stays within memory.
+        """
+        b, k = items.shape
+        flat = items.reshape(-1)                                                # (B*K,)
+        user_vec = self.user_emb(user)                                          # (B, Di)
+        target_id = self.item_id_emb(self.id_index[flat])                       # (B*K, Di)
+        history_id = self.item_id_emb(self.id_index[history])                   # (B, L, Di)
+        history_mask = history != PAD_INDEX                                     # (B, L)
+        target_content = history_content = None
+        if self.content is not None:
+            target_content, history_content = self.content(flat, history)       # (B*K, D), (B, L, D)
+        logits = []
+        for rows in torch.arange(b * k, device=flat.device).split(chunk):
+            owner = rows // k                                                   # (R,) the user row of each
+            ranked = self.ranker(
+                user_vec[owner], target_id[rows], history_id=history_id[owner], history_mask=history_mask[owner],
+                target_content=None if target_content is None else target_content[rows],
+                history_content=None if history_content is None else history_content[owner])
+            logits.append(ranked.logits)                                        # (R,)
+        return torch.cat(logits).reshape(b, k)
+
+    # ---- exports for evaluation and the dashboard ----
+
+    @torch.no_grad()
+    def item_content_embeddings(self, *, batch_size: int = 512) -> Tensor:
+        """(I+1, D) content embedding of every item (row 0 zeros) in eval mode; (I+1, 0) without content."""
+        device = self.id_index.device
+        if self.content is None:
+            return torch.zeros(self.num_items + 1, 0, device=device)
+        was_training = self.training
+        self.eval()
+        try:
+            items = torch.arange(1, self.num_items + 1, device=device)
+            rows = [self.content.embed(chunk) for chunk in items.split(batch_size)]
+            zero = torch.zeros(1, self.content.dim, device=device)
+            return torch.cat([zero, *rows]).float()
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def item_id_embeddings(self) -> Tensor:
+        """(I+1, Di) ID embedding of every item index, via id_index (cold items -> the unknown row)."""
+        return self.item_id_emb(self.id_index).float()
+
+    @torch.no_grad()
+    def fusion_attention(self, items: Tensor) -> list[Tensor]:
+        """Per layer (N, h, Nq, Ti+Tt) attention of the queries over the tokens; [] without queries."""
+        if self.content is None:
+            return []
+        was_training = self.training
+        self.eval()
+        try:
+            return [w.float() for w in self.content.attention(items)]
+        finally:
+            self.train(was_training)
+
+    # ---- parameters ----
+
+    def content_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the content module (Fusion-Q-Former, LoRA adapters, projection)."""
+        return [p for p in self.content.parameters() if p.requires_grad] if self.content is not None else []
+
+    def ranker_parameters(self) -> list[nn.Parameter]:
+        """Every other trainable parameter: ID and user tables, the ranker, the CIC heads."""
+        content = {id(p) for p in self.content_parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in content]
+
+    def param_groups(self, *, lr_content: float, lr_ranker: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups with the two learning rates (empty groups left out)."""
+        groups = [{"params": self.content_parameters(), "lr": lr_content, "name": "content"},
+                  {"params": self.ranker_parameters(), "lr": lr_ranker, "name": "ranker"}]
+        return [g for g in groups if g["params"]]
+
+    def count_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        params = list(self.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def history_trainable_parameters(self) -> int:
+        """Parameters trained through the history path (LoRA adapters under `lora`, 0 without content)."""
+        return self.content.history_trainable_parameters() if self.content is not None else 0
+
+
+def build_model(cfg: Config, *, samples: SampleSet, tokens: "ItemTokens | None") -> EM3Model:
+    """The model of `cfg` for this sample set; content arms need the item token cache."""
+    if cfg.model.use_content:
+        if tokens is None:
+            raise ConfigError(f"model.use_content: arm {cfg.model.arm!r} needs item tokens, but tokens=None "
+                              "(build the feature cache first, or use the id_only arm)")
+        check_tokens(tokens, num_items=samples.num_items)
+    return EM3Model(cfg, samples=samples, tokens=tokens)

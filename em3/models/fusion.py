@@ -1,0 +1,182 @@
+"""The Fusion-Q-Former: learnable queries that fuse an item's image and text tokens into one D-dim vector.
+
+Shape letters: N items, Ti image tokens, Tt text tokens, T = tokens of the fused modalities,
+Nq queries, D hidden size, h heads, C* encoder widths.
+
+Linear layers are named `q_proj`, `k_proj`, `v_proj`, `out_proj`, `fc1`, `fc2`, `token_proj`:
+peft LoRA picks its targets by these names (see em3/models/history.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from em3.config import MODALITIES, FusionConfig
+
+# cuDNN attention builds a new plan for every new batch shape (~25-45 ms a call on an H200), and
+# deduplication makes the item count vary every step: use the memory-efficient kernel instead.
+SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+
+
+@dataclass
+class FusionOutput:
+    embedding: Tensor                   # (N, D)
+    attention: list[Tensor] | None      # per layer (N, h, Nq, Ti+Tt): the queries over the tokens
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separately named q/k/v/out projections (so LoRA can target each)."""
+
+    def __init__(self, dim: int, *, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, query: Tensor, key: Tensor, key_mask: Tensor, *,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """query (N, Q, D), key (N, K, D), key_mask (N, K) True = real; every row needs >= 1 real key."""
+        n, q_len, dim = query.shape
+        h, hd = self.num_heads, dim // self.num_heads
+        q = self.q_proj(query).view(n, q_len, h, hd).transpose(1, 2)       # (N, h, Q, hd)
+        k = self.k_proj(key).view(n, -1, h, hd).transpose(1, 2)            # (N, h, K, hd)
+        v = self.v_proj(key).view(n, -1, h, hd).transpose(1, 2)            # (N, h, K, hd)
+        allowed = key_mask[:, None, None, :]                               # (N, 1, 1, K)
+        weights = None
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(hd)             # (N, h, Q, K)
+            weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            out = weights @ v                                              # (N, h, Q, hd)
+        else:
+            with sdpa_kernel(SDPA_BACKENDS):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        out = out.transpose(1, 2).reshape(n, q_len, dim)                   # (N, Q, D)
+        return self.out_proj(out), weights
+
+
+class SelfAttnLayer(nn.Module):
+    """The authors' layer: self-attention over [queries; tokens], residual, dropout, post-LayerNorm, no FFN."""
+
+    def __init__(self, dim: int, *, num_heads: int, dropout: float):
+        super().__init__()
+        self.attn = Attention(dim, num_heads=num_heads)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, mask: Tensor, *, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        out, w = self.attn(x, x, mask, need_weights=need_weights)         # (N, Nq+T, D)
+        return self.norm(x + self.dropout(out)), w
+
+
+class Blip2Layer(nn.Module):
+    """BLIP-2 Q-Former layer: self-attention among queries, cross-attention to the tokens, feed-forward."""
+
+    def __init__(self, dim: int, *, num_heads: int, dropout: float):
+        super().__init__()
+        self.self_attn = Attention(dim, num_heads=num_heads)
+        self.cross_attn = Attention(dim, num_heads=num_heads)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, q: Tensor, tokens: Tensor, mask: Tensor, *,
+                need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        """q (N, Nq, D), tokens (N, T, D), mask (N, T)."""
+        all_real = torch.ones(q.shape[:2], dtype=torch.bool, device=q.device)
+        out, _ = self.self_attn(q, q, all_real)
+        q = self.norm1(q + self.dropout(out))
+        # An item with no real token cross-attends to nothing: unmask one key to keep the softmax finite,
+        # then zero that item's cross-attention output and weights.
+        has_any = mask.any(dim=1)                                          # (N,)
+        safe = mask.clone()
+        safe[:, 0] |= ~has_any
+        out, w = self.cross_attn(q, tokens, safe, need_weights=need_weights)
+        keep = has_any[:, None, None].to(out.dtype)
+        q = self.norm2(q + self.dropout(out * keep))                       # (N, Nq, D)
+        q = self.norm3(q + self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(q))))))
+        return q, (w * keep[:, None] if w is not None else None)
+
+
+class ModalityProjection(nn.Module):
+    """Per-modality LayerNorm (raw encoder scales differ ~10x) then the projection to D."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.token_proj = nn.Linear(in_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.token_proj(self.norm(x))                               # (N, T, C) -> (N, T, D)
+
+
+class FusionQFormer(nn.Module):
+    """Fuses an item's image and text tokens into one fixed-size D-dim content embedding."""
+
+    def __init__(self, cfg: FusionConfig, *, image_dim: int, text_dim: int):
+        super().__init__()
+        self.mode = cfg.mode
+        self.modalities = tuple(m for m in MODALITIES if m in cfg.modalities)   # fixed order: image, text
+        in_dims = {"image": image_dim, "text": text_dim}
+        self.proj = nn.ModuleDict({m: ModalityProjection(in_dims[m], cfg.dim) for m in self.modalities})
+        self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.mode == "mean":
+            self.queries = None
+            self.layers = nn.ModuleList()
+            self.out_proj = nn.Linear(len(self.modalities) * cfg.dim, cfg.dim)
+        else:
+            self.queries = nn.Parameter(torch.empty(cfg.num_queries, cfg.dim))
+            nn.init.xavier_uniform_(self.queries)
+            layer = SelfAttnLayer if cfg.mode == "selfattn" else Blip2Layer
+            self.layers = nn.ModuleList(layer(cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout)
+                                        for _ in range(cfg.num_layers))
+            self.out_proj = nn.Linear(cfg.num_queries * cfg.dim, cfg.dim)
+
+    def forward(self, image: Tensor, image_mask: Tensor, text: Tensor, text_mask: Tensor, *,
+                return_attention: bool = False) -> FusionOutput:
+        """image (N, Ti, Ci), image_mask (N, Ti) bool, text (N, Tt, Ct), text_mask (N, Tt) bool."""
+        n, ti, tt = image.shape[0], image.shape[1], text.shape[1]
+        inputs = {"image": (image, image_mask), "text": (text, text_mask)}
+        tokens = [self.proj[m](inputs[m][0]) for m in self.modalities]     # each (N, T_m, D)
+        masks = [inputs[m][1].bool() for m in self.modalities]             # each (N, T_m)
+
+        if self.mode == "mean":
+            # Masked mean per modality (a missing modality pools to zeros), then concat and project.
+            pooled = [(x * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1) for x, m in zip(tokens, masks)]
+            emb = self.out_proj(self.dropout(torch.cat(pooled, dim=-1)))  # (N, D)
+            return FusionOutput(emb, [] if return_attention else None)
+
+        x_tok = torch.cat(tokens, dim=1)                                   # (N, T, D)
+        mask = torch.cat(masks, dim=1)                                     # (N, T)
+        nq = self.queries.shape[0]
+        queries = self.queries.unsqueeze(0).expand(n, -1, -1)              # (N, Nq, D)
+        attention: list[Tensor] = []
+        if self.mode == "selfattn":
+            # Queries are prepended and always real keys, so no row of the softmax is empty.
+            x = torch.cat([queries, x_tok], dim=1)                         # (N, Nq+T, D)
+            full_mask = torch.cat([torch.ones(n, nq, dtype=torch.bool, device=x.device), mask], dim=1)
+            for layer in self.layers:
+                x, w = layer(x, full_mask, need_weights=return_attention)
+                if w is not None:
+                    attention.append(w[:, :, :nq, nq:])                    # (N, h, Nq, T)
+            q = x[:, :nq]                                                  # (N, Nq, D)
+        else:
+            q = queries
+            for layer in self.layers:
+                q, w = layer(q, x_tok, mask, need_weights=return_attention)
+                if w is not None:
+                    attention.append(w)                                    # (N, h, Nq, T)
+        emb = self.out_proj(q.reshape(n, -1))                              # (N, Nq*D) -> (N, D)
+        if not return_attention:
+            return FusionOutput(emb, None)
+        # Report columns for all Ti+Tt tokens (zeros for a modality not fused) so plots can split at Ti.
+        left = 0 if "image" in self.modalities else ti
+        right = 0 if "text" in self.modalities else tt
+        return FusionOutput(emb, [F.pad(w, (left, right)) for w in attention])
