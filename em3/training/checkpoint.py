@@ -1,0 +1,115 @@
+"""Checkpoint files: the best weights and the resume state, written atomically and verified on load.
+
+Each `<name>.pt` has a sidecar `<name>.pt.json` with its size and sha256; a mismatch on
+load raises CacheError naming the path. Files are read with `torch.load(weights_only=True)`
+so a checkpoint can never run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from em3.errors import CacheError
+from em3.training.fit import FitState
+
+BEST = "best.pt"
+RESUME = "last.pt"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save(obj: dict[str, Any], path: Path) -> Path:
+    """torch.save to a temp file, then os.replace (atomic), then write the size/sha256 sidecar."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    meta = {"size": tmp.stat().st_size, "sha256": _sha256(tmp)}
+    os.replace(tmp, path)
+    side = path.with_name(path.name + ".json")
+    tmp_side = side.with_name(side.name + f".tmp{os.getpid()}")
+    tmp_side.write_text(json.dumps(meta))
+    os.replace(tmp_side, side)
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Verify size and sha256 against the sidecar, then torch.load(weights_only=True)."""
+    path = Path(path)
+    side = path.with_name(path.name + ".json")
+    if not path.is_file():
+        raise CacheError(f"{path}: checkpoint file is missing")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{side}: checkpoint checksum file is missing or unreadable ({e})") from None
+    size = path.stat().st_size
+    if size != meta.get("size") or _sha256(path) != meta.get("sha256"):
+        raise CacheError(f"{path}: checkpoint is corrupt or truncated (size {size}, expected {meta.get('size')}; "
+                         "sha256 mismatch)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CacheError(f"{path}: checkpoint could not be read ({type(e).__name__}: {e})") from None
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """RNG states as tensors (weights_only-loadable)."""
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return out
+
+
+def set_rng_state(states: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(list(states["cuda"]))
+
+
+def save_resume(directory: Path, *, model_state: dict[str, torch.Tensor], optimizer_state: dict,
+                state: FitState) -> Path:
+    """Write last.pt (resume state) and, when the epoch was the best so far, best.pt."""
+    save({
+        "model": model_state,
+        "optimizer": optimizer_state,
+        "epoch": state.epoch,
+        "global_step": state.global_step,
+        "best_auc": float(state.best_auc),
+        "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs,
+        "train_seconds": float(state.train_seconds),
+        "samples_seen": state.samples_seen,
+        "best_weights": state.best_weights,
+        "rng": rng_state(),
+    }, directory / RESUME)
+    if state.best_epoch == state.epoch and state.best_weights is not None:
+        save({"model": state.best_weights, "epoch": state.best_epoch, "val_auc": float(state.best_auc)},
+             directory / BEST)
+    return directory / RESUME
+
+
+def load_resume(directory: Path) -> tuple[dict[str, torch.Tensor], dict, FitState]:
+    """(model state, optimizer state, FitState) from last.pt; RNG states restored."""
+    ckpt = load(Path(directory) / RESUME)
+    set_rng_state(ckpt["rng"])
+    state = FitState(epoch=ckpt["epoch"], global_step=ckpt["global_step"], best_auc=ckpt["best_auc"],
+                     best_epoch=ckpt["best_epoch"], bad_epochs=ckpt["bad_epochs"],
+                     train_seconds=ckpt["train_seconds"], samples_seen=ckpt["samples_seen"],
+                     best_weights=ckpt["best_weights"])
+    return ckpt["model"], ckpt["optimizer"], state
+
+
+def load_best(directory: Path) -> dict[str, torch.Tensor]:
+    """The best model weights from best.pt."""
+    return load(Path(directory) / BEST)["model"]

@@ -1,0 +1,178 @@
+"""`run_training`: one tracked training run from a config — data, cache, model, fit, evaluation, artifacts.
+
+Rank 0 of a torchrun world owns the MLflow run; the other ranks train and return its id.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from em3.config import Config, from_dict
+from em3.data.cache import build_item_tokens
+from em3.data.load import load_dataset
+from em3.data.samples import build_samples
+from em3.errors import RunError
+from em3.evaluation.evaluate import evaluate_splits
+from em3.evaluation.explain import write_all
+from em3.evaluation.recommend import evaluate_topk
+from em3.models.em3 import build_model
+from em3.models.losses import alignment, uniformity
+from em3.training import checkpoint, distributed
+from em3.training.batches import to_batch
+from em3.training.fit import FitState, World, fit
+from em3.training.hooks import Hooks, Progress, RunResult
+from em3.training.tracking import RunTracker, download_dir
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, max RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB
+
+
+def logged_config(run_id: str) -> Config:
+    """The resolved config a run logged as config.json (a run can be rebuilt from it)."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            path = download_dir(run_id, "config.json", Path(d))
+        except Exception as e:  # noqa: BLE001 - unknown run or missing artifact
+            raise RunError(f"run {run_id}: cannot read its config.json ({type(e).__name__}: {e})") from None
+        return from_dict(json.loads(Path(path).read_text()))
+
+
+def load_run_data(cfg: Config, *, hooks: Hooks, world: World = World()):
+    """(raw, samples, tokens) for a config; tokens None for arms without content. Rank 0 builds the cache first."""
+    hooks.progress(Progress(phase="data", message=f"loading {cfg.data.source}"))
+    raw = load_dataset(cfg.data)
+    samples = build_samples(raw, cfg.data)
+    tokens = None
+    if cfg.model.use_content:
+        hooks.progress(Progress(phase="cache", message="building the feature cache"))
+        if world.rank != 0:
+            distributed.barrier(world)
+        tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False)
+        if world.rank == 0:
+            distributed.barrier(world)
+    return raw, samples, tokens
+
+
+@torch.no_grad()
+def embedding_quality(model: torch.nn.Module, samples, cfg: Config, device: torch.device) -> dict[str, float]:
+    """align/alignment and align/uniformity of the CIC-projected content/ID embeddings of a val batch."""
+    rows = samples.splits["val"][: cfg.train.eval_batch_size]
+    if len(rows) < 2:
+        return {}
+    model.eval()
+    out = model(to_batch(samples, rows, device))
+    model.train()
+    if out.cic_content is None or out.cic_id is None or len(out.cic_content) < 2:
+        return {}
+    return {"align/alignment": alignment(out.cic_content, out.cic_id).item(),
+            "align/uniformity": uniformity(out.cic_content).item()}
+
+
+def run_training(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None = None, run_name: str | None = None,
+                 resume_run_id: str | None = None) -> RunResult:
+    """Train one arm and log it to MLflow; returns the RunResult (status KILLED when cancelled).
+
+    With resume_run_id the run's logged config is used (its train.epochs may be raised by cfg)
+    and training continues from its last checkpoint in the same MLflow run. A failure marks
+    the run FAILED with an em3.error tag and re-raises.
+    """
+    hooks = hooks or Hooks()
+    if resume_run_id:
+        logged = logged_config(resume_run_id)
+        cfg = replace(logged, train=replace(logged.train, epochs=max(cfg.train.epochs, logged.train.epochs),
+                                            device=cfg.train.device))
+    device = distributed.resolve_device(cfg.train.device)
+    world = distributed.setup(device.type)
+    tracker = None
+    if world.rank == 0:
+        tracker = (RunTracker.reopen(resume_run_id) if resume_run_id else
+                   RunTracker.start(cfg, tags=tags, run_name=run_name, device=str(device)))
+    run_id = distributed.broadcast(tracker.run_id if tracker else "", world)
+    try:
+        with tempfile.TemporaryDirectory(prefix="em3-run-") as work:
+            return _train(cfg, run_id=run_id, tracker=tracker, hooks=hooks, device=device, world=world,
+                          resume=bool(resume_run_id), work=Path(work))
+    except BaseException as e:
+        killed = isinstance(e, KeyboardInterrupt)          # Ctrl-C, or SIGTERM via the CLI's handler
+        message = "interrupted" if killed else f"{type(e).__name__}: {e}"
+        if tracker is not None:
+            tracker.fail(message, status="KILLED" if killed else "FAILED")
+        e.add_note(f"MLflow run {run_id} marked {'KILLED' if killed else 'FAILED'}")
+        raise
+    finally:
+        distributed.teardown(world)
+
+
+def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks, device: torch.device,
+           world: World, resume: bool, work: Path) -> RunResult:
+    raw, samples, tokens = load_run_data(cfg, hooks=hooks, world=world)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, samples=samples, tokens=tokens).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    state, optimizer_state = None, None
+    if resume:
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                folder = download_dir(run_id, "checkpoint", Path(d))
+            except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+                raise RunError(f"run {run_id} has no checkpoint/ to resume from (it stopped before its first "
+                               f"epoch ended?): {type(e).__name__}: {e}") from None
+            weights, optimizer_state, state = checkpoint.load_resume(folder)
+        model.load_state_dict(weights)
+    n_total = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ckpt_dir = work / "checkpoint"
+
+    def on_step(step: int, values: dict[str, float]) -> None:
+        if tracker is not None:
+            tracker.metrics(values, step)
+
+    def on_epoch_end(st: FitState, metrics: dict[str, float], optimizer: torch.optim.Optimizer) -> None:
+        if tracker is None:
+            return
+        metrics.update(embedding_quality(model, samples, cfg, device))
+        tracker.metrics(metrics, st.epoch)
+        tracker.flush()
+        checkpoint.save_resume(ckpt_dir, model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
+                               state=st)
+        tracker.artifacts(ckpt_dir, "checkpoint")
+
+    state, ended = fit(model, samples, cfg, device=device, hooks=hooks, state=state, optimizer_state=optimizer_state,
+                       world=world, on_step=on_step, on_epoch_end=on_epoch_end)
+    summary = {"best_epoch": float(state.best_epoch), "params/trainable": float(n_train), "params/total": float(n_total),
+               "time/train_seconds": state.train_seconds,
+               "perf/samples_per_s": state.samples_seen / max(state.train_seconds, 1e-9),
+               "perf/peak_memory_mb": peak_memory_mb(device)}
+    if ended == "cancelled":
+        if tracker is not None:
+            tracker.metrics(summary, state.epoch)
+            tracker.finish("KILLED")
+        hooks.progress(Progress(phase="done", message="cancelled"))
+        return RunResult(run_id=run_id, status="KILLED", metrics=summary, train_seconds=state.train_seconds,
+                         peak_memory_mb=summary["perf/peak_memory_mb"])
+    metrics = dict(summary)
+    if world.rank == 0:
+        hooks.progress(Progress(phase="eval", message="evaluating val, test, test_cold"))
+        metrics.update(evaluate_splits(model, samples, batch_size=cfg.train.eval_batch_size, device=device))
+        metrics.update(evaluate_topk(model, samples, k=cfg.train.topk, device=device))
+        explain = write_all(model, samples, tokens, seed=cfg.train.seed, k=cfg.train.topk, device=device,
+                            directory=work / "explain")
+        tracker.artifacts(explain, "explain")
+        # Final metrics at the last epoch's step, so each key's latest value is the best model's.
+        tracker.metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, state.epoch)
+        tracker.finish("FINISHED")
+    distributed.barrier(world)   # the other ranks wait for rank 0's evaluation before the group is torn down
+    hooks.progress(Progress(phase="done", message="finished"))
+    return RunResult(run_id=run_id, status="FINISHED", metrics=metrics, train_seconds=state.train_seconds,
+                     peak_memory_mb=metrics["perf/peak_memory_mb"])

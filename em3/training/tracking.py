@@ -1,0 +1,139 @@
+"""MLflow tracking for one run through MlflowClient with an explicit run id (never the fluent API).
+
+Step metrics are buffered and written with log_batch once per epoch, so the SQLite store
+sees few writes; every write retries on "database is locked" with backoff.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from em3 import paths
+from em3.config import CONFIG_VERSION, Config, flatten, to_dict
+
+EXPERIMENT = "em3"
+T = TypeVar("T")
+
+
+def retry(call: Callable[[], T], *, attempts: int = 8, delay: float = 0.1) -> T:
+    """Run an MLflow call, retrying SQLite 'database is locked' errors with exponential backoff."""
+    for i in range(attempts):
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - MLflow wraps sqlite errors in several types
+            if "locked" not in str(e).lower() or i == attempts - 1:
+                raise
+            time.sleep(delay * 2 ** i)
+    raise AssertionError("unreachable")
+
+
+def client() -> MlflowClient:
+    return MlflowClient(tracking_uri=paths.tracking_uri())
+
+
+def experiment_id(c: MlflowClient, name: str = EXPERIMENT) -> str:
+    """The experiment's id, created (artifacts under mlruns/ for the default store) if missing."""
+    exp = retry(lambda: c.get_experiment_by_name(name))
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        location = (paths.mlruns_dir() / "artifacts").as_uri()
+    try:
+        return retry(lambda: c.create_experiment(name, artifact_location=location))
+    except Exception:  # noqa: BLE001 - another process created it first
+        exp = retry(lambda: c.get_experiment_by_name(name))
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def dataset_tag(cfg: Config) -> str:
+    return f"synthetic-{cfg.data.preset}" if cfg.data.source == "synthetic" else cfg.data.source
+
+
+class RunTracker:
+    """One MLflow run: params, tags, buffered metrics, artifacts, terminal status."""
+
+    def __init__(self, c: MlflowClient, run_id: str):
+        self.client = c
+        self.run_id = run_id
+        self._buffer: list[Metric] = []
+
+    @classmethod
+    def start(cls, cfg: Config, *, tags: dict[str, str] | None = None, run_name: str | None = None,
+              device: str = "cpu") -> "RunTracker":
+        """Create the run with the standard tags, flattened params and config.json."""
+        c = client()
+        all_tags = {"em3.arm": cfg.model.arm, "em3.ranker": cfg.model.ranker.kind, "em3.dataset": dataset_tag(cfg),
+                    "em3.kind": "ctr", "em3.config_version": str(CONFIG_VERSION), "em3.device": device,
+                    "em3.pid": str(os.getpid()), **(tags or {})}
+        exp = experiment_id(c)
+        run = retry(lambda: c.create_run(exp, tags=all_tags, run_name=run_name))
+        tracker = cls(c, run.info.run_id)
+        params = [Param(k, str(v)) for k, v in flatten(cfg).items()]
+        for i in range(0, len(params), 100):
+            retry(lambda: c.log_batch(tracker.run_id, params=params[i:i + 100]))
+        tracker.log_json(to_dict(cfg), "config.json")
+        return tracker
+
+    @classmethod
+    def reopen(cls, run_id: str) -> "RunTracker":
+        """Continue an existing run (resume): status back to RUNNING."""
+        c = client()
+        retry(lambda: c.get_run(run_id))
+        retry(lambda: c.update_run(run_id, status="RUNNING"))
+        return cls(c, run_id)
+
+    def metric(self, key: str, value: float, step: int = 0) -> None:
+        """Buffer one metric; written on flush()."""
+        self._buffer.append(Metric(key, float(value), int(time.time() * 1000), int(step)))
+
+    def metrics(self, values: dict[str, float], step: int = 0) -> None:
+        for k, v in values.items():
+            self.metric(k, v, step)
+
+    def flush(self) -> None:
+        """Write the buffered metrics in batches of ≤ 1000 (MLflow's log_batch limit)."""
+        buf, self._buffer = self._buffer, []
+        for i in range(0, len(buf), 1000):
+            retry(lambda: self.client.log_batch(self.run_id, metrics=buf[i:i + 1000]))
+
+    def tag(self, key: str, value: str) -> None:
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)[:5000])]))
+
+    def artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
+        retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
+
+    def log_json(self, obj: Any, name: str, artifact_path: str | None = None) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(json.dumps(obj, indent=1))
+            self.artifact(p, artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        retry(lambda: self.client.set_terminated(self.run_id, status=status))
+
+    def fail(self, error: str, *, status: str = "FAILED") -> None:
+        """Keep what was logged, add the em3.error tag, mark FAILED (KILLED for an interrupt)."""
+        try:
+            self.flush()
+        finally:
+            self.tag("em3.error", error)
+            retry(lambda: self.client.set_terminated(self.run_id, status=status))
+
+
+def download_dir(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """Download a run's artifact folder; RunError-free: callers decide what a missing folder means."""
+    return Path(retry(lambda: client().download_artifacts(run_id, artifact_path, str(dst))))

@@ -1,0 +1,133 @@
+"""run_training end to end on the tiny preset: MLflow logging, determinism, resume, cancel, failure, NaN."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from em3 import paths
+from em3.config import preset, with_overrides
+from em3.errors import RunError
+from em3.training import fit as fit_module
+from em3.training.hooks import Hooks
+from em3.training.run import run_training
+
+QUICK = {"train.epochs": 1, "train.max_steps_per_epoch": 3}
+
+
+def _cfg(arm: str = "id_only", **over):
+    return with_overrides(preset("tiny", arm), {**QUICK, **over})
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(tracking_uri=paths.tracking_uri())
+
+
+def _only_run(group: str):
+    """The one run tagged with this group id (runs share the session's store)."""
+    exp = _client().get_experiment_by_name("em3").experiment_id
+    runs = _client().search_runs([exp], filter_string=f"tags.`em3.group` = '{group}'")
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_run_logs_tags_params_metrics_and_artifacts(tmp_path):
+    result = run_training(_cfg("em3", **{"train.epochs": 2}), tags={"em3.group": "g1"}, run_name="smoke")
+    assert result.status == "FINISHED" and result.error is None
+    run = _client().get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "smoke"
+    tags = run.data.tags
+    assert (tags["em3.arm"], tags["em3.ranker"], tags["em3.dataset"], tags["em3.kind"], tags["em3.group"]) == \
+        ("em3", "din", "synthetic-tiny", "ctr", "g1")
+    assert run.data.params["model.fusion.dim"] == "32" and run.data.params["train.epochs"] == "2"
+    m = run.data.metrics
+    for split in ("val", "test", "test_cold"):
+        for name in ("auc", "gauc", "logloss"):
+            assert 0 <= m[f"{split}/{name}"] < 5
+            assert m[f"{split}/{name}"] == pytest.approx(result.metrics[f"{split}/{name}"])
+    for key in ("test/recall_at_10", "test/ndcg_at_10", "best_epoch", "params/trainable", "params/total",
+                "time/train_seconds", "perf/samples_per_s", "perf/peak_memory_mb"):
+        assert key in m
+    history = _client().get_metric_history(result.run_id, "val/auc")
+    assert sorted({h.step for h in history}) == [1, 2]     # per epoch, plus the final value at the last step
+    assert len(_client().get_metric_history(result.run_id, "align/alignment")) == 2
+    assert _client().get_metric_history(result.run_id, "train/loss")
+    arts = {a.path for a in _client().list_artifacts(result.run_id)}
+    assert {"config.json", "checkpoint", "explain"} <= arts
+    explain = {a.path.split("/")[-1] for a in _client().list_artifacts(result.run_id, "explain")}
+    assert {"embeddings.npz", "fusion_attention.npz", "text_tokens.json", "ranker_attention.npz",
+            "recommendations.json"} <= explain
+    d = _client().download_artifacts(result.run_id, "explain", str(tmp_path))
+    emb = np.load(f"{d}/embeddings.npz")
+    assert emb["content"].shape == (201, 32) and emb["id"].shape[0] == 201
+    att = np.load(f"{d}/fusion_attention.npz")
+    assert att["attention"].ndim == 5 and att["attention"].shape[0] == len(att["items"]) == 32
+    recs = json.loads(open(f"{d}/recommendations.json").read())
+    assert len(recs) == 50 and all(len(v) == 10 for v in recs.values())
+    ckpt = {a.path.split("/")[-1] for a in _client().list_artifacts(result.run_id, "checkpoint")}
+    assert {"best.pt", "last.pt"} <= ckpt
+
+
+def test_same_seed_same_metrics():
+    a = run_training(_cfg(**{"train.max_steps_per_epoch": 4}))
+    b = run_training(_cfg(**{"train.max_steps_per_epoch": 4}))
+    assert a.run_id != b.run_id
+    keys = [k for k in a.metrics if k.split("/")[0] in ("val", "test", "test_cold")]
+    assert {k: a.metrics[k] for k in keys} == {k: b.metrics[k] for k in keys}
+
+
+def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run():
+    cfg = _cfg(**{"train.epochs": 2, "train.max_steps_per_epoch": 5, "train.patience": 0})
+    straight = run_training(cfg)
+    stopped = run_training(cfg, hooks=Hooks(on_epoch=lambda e, m: None, should_stop=_after_epochs(1)))
+    assert stopped.status == "KILLED"
+    assert _client().get_run(stopped.run_id).info.status == "KILLED"
+    resumed = run_training(cfg, resume_run_id=stopped.run_id)
+    assert resumed.run_id == stopped.run_id and resumed.status == "FINISHED"
+    for k in ("val/auc", "test/auc", "test_cold/auc", "test/logloss"):
+        assert resumed.metrics[k] == pytest.approx(straight.metrics[k], abs=1e-6), k
+    steps = sorted({h.step for h in _client().get_metric_history(resumed.run_id, "val/auc")})
+    assert steps == [1, 2]
+
+
+def _after_epochs(n: int):
+    """should_stop that turns True once n epochs have been reported via the val/auc step count."""
+    state = {"steps": 0}
+
+    def stop() -> bool:
+        state["steps"] += 1
+        return state["steps"] > 5 * n          # 5 steps per epoch: checked before each step and at epoch end
+    return stop
+
+
+def test_cancel_marks_run_killed_and_resume_without_checkpoint_says_so():
+    result = run_training(_cfg(**{"train.epochs": 3}), hooks=Hooks(should_stop=lambda: True))
+    assert result.status == "KILLED"
+    assert _client().get_run(result.run_id).info.status == "KILLED"
+    with pytest.raises(RunError, match=f"run {result.run_id} has no checkpoint/ to resume from"):
+        run_training(_cfg(), resume_run_id=result.run_id)
+    with pytest.raises(RunError, match="run 0123456789abcdef: cannot read its config.json"):
+        run_training(_cfg(), resume_run_id="0123456789abcdef")
+
+
+def test_failure_marks_run_failed_and_keeps_earlier_metrics():
+    def boom(epoch, metrics):
+        raise ValueError("injected failure after epoch 1")
+
+    with pytest.raises(ValueError, match="injected"):
+        run_training(_cfg(**{"train.epochs": 2}), hooks=Hooks(on_epoch=boom), tags={"em3.group": "fail-test"})
+    run = _only_run("fail-test")
+    assert run.info.status == "FAILED"
+    assert "injected failure after epoch 1" in run.data.tags["em3.error"]
+    assert "val/auc" in run.data.metrics                      # logged before the failure, still there
+    assert _client().get_metric_history(run.info.run_id, "train/loss")
+
+
+def test_nan_loss_stops_with_a_clear_error(monkeypatch):
+    monkeypatch.setattr(fit_module, "bce_loss", lambda logits, labels: (logits * float("nan")).mean())
+    with pytest.raises(RunError, match="loss became NaN at epoch 1 step 1"):
+        run_training(_cfg(), tags={"em3.group": "nan-test"})
+    run = _only_run("nan-test")
+    assert run.info.status == "FAILED" and "NaN" in run.data.tags["em3.error"]
