@@ -1,0 +1,104 @@
+"""What the Launch and Ablations forms offer: dataset choices, the main knobs, path checks, config assembly.
+
+Defaults and help text come from the config dataclasses (`em3.config`); validation is the
+config's own (`with_overrides` raises `ConfigError` naming the field). Dataset paths are only
+inspected (exists, readable directory, expected files), never executed or imported.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from em3.config import (ARMS, HISTORY_STRATEGIES, PRESETS, RANKERS, DEVICES, Config, ConfigError,
+                        flatten, field_help, with_arm, with_overrides)
+
+DATASETS = {
+    "Synthetic demo": "demo",
+    "Synthetic tiny": "tiny",
+    "MovieLens-100K directory": "movielens",
+    "Files dataset (path)": "files",
+}
+DATASET_HELP = {
+    "demo": "Generated in seconds: a few thousand items with synthetic images and text; the dashboard default.",
+    "tiny": "The test preset: trains in seconds on a CPU.",
+    "movielens": "MovieLens-100K with TMDB posters: ml-100k/u.data, items.csv, posters/.",
+    "files": "Your own data: items.csv|parquet and interactions.csv|parquet (+ image paths).",
+}
+
+# (dotted config key, label, kind) of the knobs the form shows; kind picks the widget.
+KNOBS: tuple[tuple[str, str, str], ...] = (
+    ("model.fusion.num_queries", "Queries N_q", "int"),
+    ("model.fusion.num_layers", "Q-Former layers", "int"),
+    ("model.fusion.dim", "Content dim D", "int"),
+    ("model.history.strategy", "History strategy", "choice"),
+    ("model.history.lora_rank", "LoRA rank r", "int"),
+    ("data.max_history", "Sequence length L", "int"),
+    ("model.cic.temperature", "CIC temperature τ", "float"),
+    ("model.cic.weight", "CIC weight λ", "float"),
+    ("train.lr_content", "LR content", "float"),
+    ("train.lr_ranker", "LR ranker", "float"),
+    ("train.epochs", "Epochs", "int"),
+    ("train.max_steps_per_epoch", "Max steps/epoch", "int"),
+    ("train.batch_size", "Batch size", "int"),
+    ("train.seed", "Seed", "int"),
+    ("train.device", "Device", "choice"),
+)
+CHOICES = {"model.history.strategy": HISTORY_STRATEGIES, "train.device": DEVICES, "model.ranker.kind": RANKERS}
+
+
+def check_dataset_dir(path: str, kind: str) -> Path:
+    """The resolved directory if it looks like a `kind` dataset; ConfigError saying what is wrong otherwise."""
+    if not path.strip():
+        raise ConfigError("data.data_dir: give the dataset directory")
+    p = Path(path.strip()).expanduser()
+    if not p.exists():
+        raise ConfigError(f"data.data_dir: {p} does not exist")
+    if not p.is_dir():
+        raise ConfigError(f"data.data_dir: {p} is not a directory")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise ConfigError(f"data.data_dir: {p} is not readable")
+    if kind == "movielens":
+        needed = [p / "ml-100k" / "u.data", p / "items.csv"]
+        missing = [str(f.relative_to(p)) for f in needed if not f.is_file()]
+    else:
+        missing = [f"{stem}.csv or {stem}.parquet" for stem in ("items", "interactions")
+                   if not any((p / f"{stem}{ext}").is_file() for ext in (".csv", ".parquet"))]
+    if missing:
+        raise ConfigError(f"data.data_dir: {p} lacks {', '.join(missing)} (expected layout of a {kind} dataset)")
+    return p.resolve()
+
+
+def base_config(dataset: str, arm: str, *, data_dir: str = "") -> Config:
+    """The preset behind a dataset choice with the arm applied (paths checked for real datasets)."""
+    if dataset in ("tiny", "demo"):
+        cfg = with_overrides(Config(), PRESETS[dataset])
+    else:
+        directory = str(check_dataset_dir(data_dir, dataset))
+        source = "movielens-100k" if dataset == "movielens" else "files"
+        cfg = with_overrides(Config(), {**PRESETS["movielens"], "data.source": source, "data.data_dir": directory})
+    return with_arm(cfg, arm)
+
+
+def knob_defaults(cfg: Config) -> dict[str, Any]:
+    flat = flatten(cfg)
+    return {key: flat[key] for key, _, _ in KNOBS}
+
+
+def knob_help(key: str) -> str:
+    return field_help(key)
+
+
+def build_config(dataset: str, arm: str, *, ranker: str, knobs: dict[str, Any], data_dir: str = "") -> Config:
+    """The config a Start click runs; ConfigError (the config's own message) if any value is invalid."""
+    cfg = base_config(dataset, arm, data_dir=data_dir)
+    return with_overrides(cfg, {**knobs, "model.ranker.kind": ranker})
+
+
+def dataset_tag(cfg: Config) -> str:
+    """The em3.dataset tag value of a config (synthetic-tiny, synthetic-demo, movielens-100k, files)."""
+    return f"synthetic-{cfg.data.preset}" if cfg.data.source == "synthetic" else cfg.data.source
+
+
+def arm_names() -> list[str]:
+    return list(ARMS)

@@ -1,0 +1,107 @@
+"""The live view of dashboard jobs: progress bar, loss and validation curves, cancel, error, MLflow link."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import store, widgets
+from app.jobs import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING
+from app.state import registry
+
+STATE_ICON = {QUEUED: ":material/hourglass_top:", RUNNING: ":material/play_circle:", FINISHED: ":material/check_circle:",
+              FAILED: ":material/error:", CANCELLED: ":material/block:"}
+VAL_KEYS = ("val/auc", "val/gauc", "val/logloss")
+
+
+def _eta(seconds: float | None) -> str:
+    if not seconds or seconds != seconds:
+        return "–"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def progress_line(job: dict[str, Any]) -> tuple[float, str]:
+    """(fraction done, 'epoch 1/2 · step 3/10 · 850 samples/s · ETA 0m12s · loss 0.6931') of a job."""
+    p = job["progress"]
+    if job["state"] == QUEUED:
+        return 0.0, "queued" + (" (the worker is still importing torch; first start only)" if registry().warming else "")
+    if job["state"] != RUNNING:
+        return (1.0 if job["state"] == FINISHED else 0.0), job["state"]
+    epochs, epoch = p.get("epochs") or 0, p.get("epoch") or 0
+    steps, step = p.get("steps_per_epoch") or 0, p.get("step") or 0
+    frac = ((max(epoch - 1, 0) + (step / steps if steps else 0)) / epochs) if epochs else 0.0
+    if p.get("phase") in ("eval", "done"):
+        frac = 1.0   # training steps are over; evaluation and artifacts follow
+    loss = p.get("loss")
+    parts = [f"{p.get('phase', 'starting')}"]
+    if epochs:
+        parts.append(f"epoch {epoch}/{epochs}")
+    if steps:
+        parts.append(f"step {step}/{steps}")
+    if p.get("samples_per_s"):
+        parts.append(f"{p['samples_per_s']:.0f} samples/s")
+    parts.append(f"ETA {_eta(p.get('eta_s'))}")
+    if loss is not None and loss == loss:
+        parts.append(f"loss {loss:.4f}")
+    if p.get("message"):
+        parts.append(str(p["message"]))
+    return min(max(frac, 0.0), 1.0), " · ".join(parts)
+
+
+def job_card(job: dict[str, Any], *, key: str, expanded: bool) -> None:
+    """One job: state, device, progress, live curves, cancel button, error or MLflow link."""
+    title = f"{job['name']} — {job['state']}"
+    with st.expander(title, expanded=expanded, icon=STATE_ICON.get(job["state"])):
+        frac, line = progress_line(job)
+        st.progress(frac, text=line)
+        cols = st.columns([3, 1])
+        cols[0].caption(f"job `{job['id']}` · arm `{job['arm']}` · device: {job['device'] or 'not started'}"
+                        + (f" · first live metric after {job['first_metric_s']:.1f} s" if job["first_metric_s"] else ""))
+        if job["state"] in (QUEUED, RUNNING):
+            if cols[1].button("Cancel", key=f"cancel-{key}-{job['id']}", disabled=job["cancel_requested"]):
+                registry().cancel(job["id"])
+                st.toast(f"Cancel requested for {job['name']}")
+        if job["state"] == FAILED:
+            st.error(f"Run failed:\n\n```\n{job['error']}\n```")
+        if job["losses"] or job["epochs"]:
+            left, right = st.columns(2)
+            losses = pd.DataFrame(job["losses"], columns=["step", "value"])
+            with left:
+                widgets.plot(widgets.curves([("train/loss", losses)], title="Training loss (live)"),
+                             key=f"loss-{key}-{job['id']}")
+            epochs = pd.DataFrame(job["epochs"])
+            series = [(k, epochs[["epoch", k]].rename(columns={k: "value"})) for k in VAL_KEYS if k in epochs]
+            with right:
+                widgets.plot(widgets.curves(series, title="Validation (per epoch)", x="epoch"),
+                             key=f"val-{key}-{job['id']}")
+        found = None
+        if job["run_id"] or job["state"] in (RUNNING, FINISHED, FAILED, CANCELLED):
+            found = store.find_run_for_job(store.uri(), job["id"])
+        if found:
+            widgets.mlflow_link(*found)
+        if job["state"] == FINISHED and job["metrics"]:
+            shown = {k: v for k, v in job["metrics"].items() if k.split("/")[0] in ("test", "test_cold", "val")}
+            st.dataframe(pd.DataFrame([shown]), hide_index=True)
+
+
+def jobs_panel(*, key: str, group: str | None = None, limit: int = 20) -> None:
+    """All dashboard jobs (or one group's), newest first; refreshes itself every second while any is active."""
+    jobs = [j for j in registry().jobs() if group is None or j["group"] == group]
+    active = any(j["state"] in (QUEUED, RUNNING) for j in jobs)
+
+    @st.fragment(run_every=1.0 if active else None)
+    def _panel() -> None:
+        current = [j for j in registry().jobs() if group is None or j["group"] == group][:limit]
+        if active and not any(j["state"] in (QUEUED, RUNNING) for j in current):
+            st.rerun()   # all done: redraw the whole page once (tables, links) and stop polling
+        if not current:
+            st.caption("No dashboard jobs yet in this server process.")
+            return
+        counts = {s: sum(j["state"] == s for j in current) for s in STATE_ICON}
+        st.caption(" · ".join(f"{n} {s}" for s, n in counts.items() if n)
+                   + f" · updated {time.strftime('%H:%M:%S')}")
+        for i, job in enumerate(current):
+            job_card(job, key=key, expanded=(i == 0 or job["state"] == RUNNING))
+    _panel()

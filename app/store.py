@@ -1,0 +1,171 @@
+"""Read access to the MLflow store for the pages: runs table, metric curves, artifacts (briefly cached).
+
+Always `MlflowClient(tracking_uri=em3.paths.tracking_uri())` with explicit run ids. Every
+cached function takes the tracking URI as its first argument so a changed store (tests,
+`EM3_MLRUNS_DIR`) never serves stale entries.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from urllib.parse import urlparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from em3.paths import tracking_uri
+
+MLFLOW_UI = "http://127.0.0.1:5000"
+MLFLOW_UI_HINT = "Start the MLflow UI with `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db` (port 5000)."
+TAGS = ("em3.arm", "em3.ranker", "em3.dataset", "em3.group", "em3.kind", "em3.error",
+        "em3.config_version", "em3.device", "em3.job")
+SUMMARY_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc",
+                   "test_cold/logloss", "val/auc", "best_epoch", "time/train_seconds")
+
+
+def uri() -> str:
+    return tracking_uri()
+
+
+@functools.lru_cache(maxsize=8)
+def client(store_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=store_uri)
+
+
+def ui_url(experiment_id: str, run_id: str) -> str:
+    return f"{MLFLOW_UI}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _store_exists(store_uri: str) -> bool:
+    if store_uri.startswith("sqlite:///"):
+        return Path(store_uri[len("sqlite:///"):]).exists()
+    return True
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def runs_table(store_uri: str) -> pd.DataFrame:
+    """One row per run of every experiment: ids, status, em3 tags (short names), summary metrics."""
+    cols = ["run_id", "experiment_id", "name", "status", "artifact_uri", "start", "end",
+            *[t.split(".", 1)[1] for t in TAGS], *SUMMARY_METRICS]
+    if not _store_exists(store_uri):
+        return pd.DataFrame(columns=cols)
+    c = client(store_uri)
+    exps = [e.experiment_id for e in c.search_experiments()]
+    if not exps:
+        return pd.DataFrame(columns=cols)
+    runs = c.search_runs(exps, max_results=5000, order_by=["attributes.start_time DESC"])
+    rows = []
+    for r in runs:
+        row: dict[str, Any] = {
+            "run_id": r.info.run_id, "experiment_id": r.info.experiment_id, "name": r.info.run_name,
+            "status": r.info.status, "artifact_uri": r.info.artifact_uri, "start": pd.to_datetime(r.info.start_time, unit="ms"),
+            "end": pd.to_datetime(r.info.end_time, unit="ms") if r.info.end_time else pd.NaT,
+        }
+        for t in TAGS:
+            row[t.split(".", 1)[1]] = r.data.tags.get(t, "")
+        for m in SUMMARY_METRICS:
+            row[m] = r.data.metrics.get(m, np.nan)
+        row["_metrics"] = dict(r.data.metrics)
+        row["_params"] = dict(r.data.params)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*cols, "_metrics", "_params"]) if rows else pd.DataFrame(columns=cols)
+
+
+def run_label(row: Any) -> str:
+    return f"{row['name'] or row['run_id'][:8]} · {row['arm'] or '?'} · {row['status']} · {row['run_id'][:8]}"
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def metric_history(store_uri: str, run_id: str, key: str) -> pd.DataFrame:
+    """(step, value) of one metric of one run; empty if never logged."""
+    try:
+        hist = client(store_uri).get_metric_history(run_id, key)
+    except MlflowException:
+        return pd.DataFrame(columns=["step", "value"])
+    return pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist]}).sort_values("step")
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def artifact_list(store_uri: str, run_id: str, path: str = "") -> list[str]:
+    try:
+        return [f.path for f in client(store_uri).list_artifacts(run_id, path or None)]
+    except (MlflowException, OSError):
+        return []
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _artifact_uris(store_uri: str) -> dict[str, str]:
+    table = runs_table(store_uri)
+    return dict(zip(table["run_id"], table["artifact_uri"])) if not table.empty else {}
+
+
+def _local_root(store_uri: str, run_id: str) -> Path | None:
+    """The run's artifact folder when the store keeps artifacts on this disk (the default), else None."""
+    uri = _artifact_uris(store_uri).get(run_id)
+    if uri is None:   # a run newer than the cached table
+        try:
+            uri = client(store_uri).get_run(run_id).info.artifact_uri
+        except MlflowException:
+            return None
+    return Path(urlparse(str(uri)).path) if str(uri).startswith("file://") else None
+
+
+def has_artifact(store_uri: str, run_id: str, path: str) -> bool:
+    """Whether the run has written `path`: a stat on local stores (100 runs in ms), list_artifacts otherwise."""
+    root = _local_root(store_uri, run_id)
+    if root is not None:
+        return (root / path).is_file()
+    return path in artifact_list(store_uri, run_id, str(Path(path).parent) if "/" in path else "")
+
+
+def _download(store_uri: str, run_id: str, path: str) -> Path | None:
+    root = _local_root(store_uri, run_id)
+    if root is not None:
+        return root / path if (root / path).is_file() else None
+    if not has_artifact(store_uri, run_id, path):
+        return None
+    dst = Path(tempfile.mkdtemp(prefix="em3-art-"))
+    try:
+        return Path(client(store_uri).download_artifacts(run_id, path, str(dst)))
+    except (MlflowException, OSError):
+        return None
+
+
+@st.cache_data(ttl=60, show_spinner=False, max_entries=64)
+def artifact_json(store_uri: str, run_id: str, path: str) -> Any | None:
+    """A JSON artifact parsed, or None when the run has not written it (yet)."""
+    local = _download(store_uri, run_id, path)
+    if local is None:
+        return None
+    try:
+        return json.loads(local.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@st.cache_data(ttl=60, show_spinner=False, max_entries=32)
+def artifact_npz(store_uri: str, run_id: str, path: str) -> dict[str, np.ndarray] | None:
+    """An .npz artifact as a dict of arrays, or None when missing or unreadable."""
+    local = _download(store_uri, run_id, path)
+    if local is None:
+        return None
+    try:
+        with np.load(local, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
+def find_run_for_job(store_uri: str, job_id: str) -> tuple[str, str] | None:
+    """(experiment_id, run_id) of the MLflow run a dashboard job created, via its em3.job tag."""
+    table = runs_table(store_uri)
+    if table.empty:
+        return None
+    hit = table[table["job"] == job_id]
+    return None if hit.empty else (hit.iloc[0]["experiment_id"], hit.iloc[0]["run_id"])

@@ -1,0 +1,92 @@
+"""Shared Streamlit widgets: run pickers, MLflow links, 'what is missing' notes and plotly curves."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import store
+
+
+def runs_or_info(*, what: str = "runs") -> pd.DataFrame | None:
+    """The runs table, or None after an st.info when the store holds no runs."""
+    table = store.runs_table(store.uri())
+    if table.empty:
+        st.info(f"No {what} in the MLflow store yet ({store.uri()}). Start one on the **Launch** page.")
+        return None
+    return table
+
+
+def run_picker(table: pd.DataFrame, *, label: str, key: str, index: int = 0) -> pd.Series | None:
+    """A selectbox over runs (newest first); returns the chosen row."""
+    if table.empty:
+        return None
+    ids = list(table["run_id"])
+    labels = {r["run_id"]: store.run_label(r) for _, r in table.iterrows()}
+    chosen = st.selectbox(label, ids, index=min(index, len(ids) - 1), key=key, format_func=labels.get)
+    return table[table["run_id"] == chosen].iloc[0]
+
+
+def runs_with_artifact(table: pd.DataFrame, path: str) -> pd.DataFrame:
+    """Runs that have written `path` (e.g. explain/embeddings.npz)."""
+    uri = store.uri()
+    keep = [store.has_artifact(uri, rid, path) for rid in table["run_id"]]
+    return table[keep]
+
+
+def explain_or_info(table: pd.DataFrame, path: str) -> pd.DataFrame | None:
+    """Runs holding an explain artifact; st.info naming what is missing when none does."""
+    found = runs_with_artifact(table[table["status"] == "FINISHED"], path)   # explain/ is written at the end
+    if found.empty:
+        running = int((table["status"] == "RUNNING").sum())
+        extra = f" {running} run(s) still running: artifacts appear when a run finishes." if running else ""
+        st.info(f"No run has `{path}` yet (failed, cancelled, older or still-running runs do not).{extra}")
+        return None
+    return found
+
+
+def mlflow_link(experiment_id: str, run_id: str) -> None:
+    st.markdown(f"[Open run `{run_id[:8]}` in the MLflow UI]({store.ui_url(experiment_id, run_id)})",
+                help=store.MLFLOW_UI_HINT)
+
+
+def run_status_note(row: pd.Series) -> None:
+    """Say what is special about a run: failed (with its error), running, older config version."""
+    if row["status"] == "FAILED":
+        st.error(f"Run failed: {row['error'] or 'no em3.error tag recorded'}")
+    elif row["status"] == "RUNNING":
+        st.info("This run is still running: final metrics and explain/ artifacts appear when it finishes.")
+    elif row["status"] == "KILLED":
+        st.warning("This run was cancelled (KILLED): it may lack final metrics and artifacts.")
+    from em3.config import CONFIG_VERSION
+    if row["config_version"] and str(row["config_version"]) != str(CONFIG_VERSION):
+        st.info(f"Run from config version {row['config_version']} (current {CONFIG_VERSION}): "
+                "some fields may be missing or differently named.")
+
+
+def curves(series: Iterable[tuple[str, pd.DataFrame]], *, title: str, x: str = "step",
+           y_title: str = "", height: int = 300, hlines: Iterable[tuple[float, str]] = ()) -> go.Figure:
+    """Overlaid line curves from (name, frame with columns x/value) pairs, plus labelled reference lines."""
+    fig = go.Figure()
+    for name, df in series:
+        if not df.empty:
+            fig.add_trace(go.Scatter(x=df[x], y=df["value"], mode="lines+markers" if len(df) < 30 else "lines",
+                                     name=name))
+    for value, label in hlines:
+        fig.add_hline(y=value, line_dash="dot", annotation_text=label, annotation_position="top left")
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title=x, yaxis_title=y_title, legend=dict(orientation="h"))
+    return fig
+
+
+def plot(fig: Any, *, key: str | None = None) -> None:
+    st.plotly_chart(fig, width="stretch", key=key)
+
+
+def image_or_note(image: Any, *, caption: str, width: int | None = None) -> None:
+    if image is None:
+        st.caption(f"(no image) {caption}")
+    else:
+        st.image(image, caption=caption, width=width or "content")

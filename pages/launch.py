@@ -1,0 +1,67 @@
+"""Launch: pick a dataset, arm and ranker, edit the main knobs, start a run and watch it train."""
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from app import launch_form as lf
+from app import store
+from app.live import jobs_panel
+from app.state import registry
+from em3.config import ARM_HELP, RANKERS, ConfigError, field_help
+
+st.title(":material/rocket_launch: Launch a run")
+st.caption("Defaults and help come from the config dataclasses; the config itself validates every value. "
+           + store.MLFLOW_UI_HINT)
+
+top = st.columns([2, 2, 1])
+label = top[0].radio("Dataset", list(lf.DATASETS), key="launch-dataset",
+                     help="\n\n".join(f"**{k}**: {lf.DATASET_HELP[v]}" for k, v in lf.DATASETS.items()))
+dataset = lf.DATASETS[label]
+arm = top[1].selectbox("Arm", lf.arm_names(), index=lf.arm_names().index("em3"), key="launch-arm",
+                       help=field_help("model.arm"))
+top[1].caption(ARM_HELP[arm])
+ranker = top[2].selectbox("Ranker", RANKERS, key="launch-ranker", help=field_help("model.ranker.kind"))
+
+data_dir = ""
+if dataset in ("movielens", "files"):
+    default_dir = os.environ.get("EM3_MOVIELENS_DIR", "") if dataset == "movielens" else ""
+    data_dir = st.text_input("Dataset directory", value=default_dir, key=f"launch-dir-{dataset}",
+                             help=lf.DATASET_HELP[dataset] + " The path is only read, never executed.")
+
+try:
+    base = lf.base_config(dataset, arm, data_dir=data_dir)
+except ConfigError as exc:
+    st.error(str(exc))
+    base = None
+
+if base is not None:
+    defaults = lf.knob_defaults(base)
+    with st.form(f"launch-form-{dataset}-{arm}"):
+        st.subheader("Main knobs")
+        values = {}
+        cols = st.columns(4)
+        for i, (key, name, kind) in enumerate(lf.KNOBS):
+            col, default, help_text = cols[i % 4], defaults[key], lf.knob_help(key)
+            wkey = f"knob-{dataset}-{arm}-{key}"   # per dataset/arm: their defaults differ
+            if kind == "choice":
+                options = list(lf.CHOICES[key])
+                values[key] = col.selectbox(name, options, index=options.index(default), help=help_text, key=wkey)
+            elif kind == "int":
+                values[key] = int(col.number_input(name, value=int(default), step=1, help=help_text, key=wkey))
+            else:
+                values[key] = float(col.number_input(name, value=float(default), format="%g",
+                                                     step=float(default) / 10 or 0.1, help=help_text, key=wkey))
+        submitted = st.form_submit_button("Start", type="primary")
+    if submitted:
+        try:
+            cfg = lf.build_config(dataset, arm, ranker=ranker, knobs=values, data_dir=data_dir)
+        except ConfigError as exc:
+            st.error(f"Refused: {exc}")
+        else:
+            job_id = registry().submit(cfg, tags={"em3.launched_from": "dashboard"})
+            st.success(f"Queued job `{job_id}` ({arm}, {lf.dataset_tag(cfg)}).")
+
+st.subheader("Queue")
+jobs_panel(key="launch")

@@ -1,0 +1,104 @@
+"""Runs: filter the MLflow runs, overlay metric curves, diff parameters, compare final metrics."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import store, widgets
+from em3.evaluation.views_reference import REFERENCES, references_for
+from em3.evaluation.views_tables import param_diff
+
+st.title(":material/monitoring: Runs")
+st.caption(store.MLFLOW_UI_HINT)
+table = widgets.runs_or_info()
+if table is None:
+    st.stop()
+
+filters = st.columns(5)
+shown = table
+for col, (field, label) in zip(filters, [("dataset", "Dataset"), ("arm", "Arm"), ("group", "Group"),
+                                         ("status", "Status"), ("kind", "Kind")]):
+    options = sorted({v for v in table[field] if v})
+    picked = col.multiselect(label, options, key=f"runs-filter-{field}")
+    if picked:
+        shown = shown[shown[field].isin(picked)]
+
+st.dataframe(shown[["name", "status", "dataset", "arm", "ranker", "group", "kind", "test/auc", "test/gauc",
+                    "test/logloss", "test_cold/auc", "start", "run_id"]], hide_index=True, width="stretch", height=260)
+if shown.empty:
+    st.info("No run matches these filters.")
+    st.stop()
+
+labels = {r["run_id"]: store.run_label(r) for _, r in shown.iterrows()}
+chosen = st.multiselect("Compare runs", list(labels), default=list(labels)[:2], format_func=labels.get, key="runs-pick")
+if not chosen:
+    st.info("Select one or more runs to compare.")
+    st.stop()
+sel = shown[shown["run_id"].isin(chosen)]
+for _, row in sel.iterrows():
+    if row["status"] != "FINISHED" or (row["config_version"] and row["config_version"] != "1"):
+        with st.container(border=True):
+            st.caption(labels[row["run_id"]])
+            widgets.run_status_note(row)
+
+# metric curves (step or epoch metrics), overlaid across the selected runs
+keys = sorted(set().union(*[set(m) for m in sel["_metrics"]]))
+curve_keys = [k for k in keys if k.split("/")[0] in ("train", "val", "align", "time")]
+picked = st.multiselect("Curves", curve_keys, default=[k for k in ("train/loss", "val/auc") if k in curve_keys],
+                        key="runs-curves")
+uri = store.uri()
+cols = st.columns(2)
+for i, key in enumerate(picked):
+    series = [(labels[rid].split(" · ")[0] + f" ({rid[:6]})", store.metric_history(uri, rid, key)) for rid in chosen]
+    with cols[i % 2]:
+        widgets.plot(widgets.curves(series, title=key, x="step"), key=f"runs-curve-{key}")
+
+# final metrics with reference lines where metric and protocol match
+st.subheader("Final metrics")
+finals = pd.DataFrame({labels[r["run_id"]]: r["_metrics"] for _, r in sel.iterrows()}).T
+final_keys = [k for k in finals.columns if k.split("/")[0] in ("test", "test_cold", "val", "perf", "params", "time")
+              or k == "best_epoch"]
+if final_keys:
+    st.dataframe(finals[sorted(final_keys)].T, width="stretch")
+    bar_metric = st.selectbox("Bar chart of", sorted(final_keys), key="runs-bar",
+                              index=sorted(final_keys).index("test/auc") if "test/auc" in final_keys else 0)
+    fig = go.Figure(go.Bar(x=[s.split(" · ")[0] for s in finals.index], y=finals[bar_metric]))
+    kinds = {k for k in sel["kind"] if k} or {"ctr"}
+    refs = [r for kind in kinds for r in references_for(bar_metric, kind)]
+    for r in refs:
+        fig.add_hline(y=r.value, line_dash="dot", annotation_text=f"{r.model} {r.dataset}", annotation_position="top left")
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), title=bar_metric)
+    widgets.plot(fig, key="runs-bar-fig")
+    if refs:
+        st.caption("Reference lines: " + "; ".join(r.label for r in refs))
+else:
+    st.info("The selected runs have no final metrics yet (running, failed or cancelled).")
+with st.expander("Published reference numbers and their protocols"):
+    st.dataframe(pd.DataFrame([{"metric": r.metric, "value": r.value, "model": r.model, "dataset": r.dataset,
+                                "applies to": f"em3.kind={r.kind}" if r.drawn else "context only",
+                                "protocol": r.protocol} for r in REFERENCES]), hide_index=True)
+
+st.subheader("Parameters that differ")
+diff = param_diff({labels[r["run_id"]]: r["_params"] for _, r in sel.iterrows()})
+if len(chosen) < 2:
+    st.caption("Select two or more runs to see a parameter diff.")
+elif diff.empty:
+    st.caption("The selected runs have identical parameters.")
+else:
+    st.dataframe(diff, width="stretch")
+
+st.subheader("Per run")
+for _, row in sel.iterrows():
+    c1, c2 = st.columns([2, 1])
+    with c1:
+        widgets.mlflow_link(row["experiment_id"], row["run_id"])
+    cfg = store.artifact_json(uri, row["run_id"], "config.json")
+    if cfg is None:
+        c2.caption(f"{row['run_id'][:8]}: no config.json artifact")
+    else:
+        c2.download_button(f"config.json ({row['run_id'][:8]})", json.dumps(cfg, indent=2),
+                           file_name=f"config-{row['run_id'][:8]}.json", mime="application/json",
+                           key=f"dl-{row['run_id']}")

@@ -1,0 +1,112 @@
+"""The job backend without Streamlit: FIFO order, cancel → KILLED, failure → FAILED with its error."""
+from __future__ import annotations
+
+import threading
+import time
+
+from mlflow.tracking import MlflowClient
+
+from app.jobs import CANCELLED, FAILED, FINISHED, QUEUED, JobRegistry
+from em3.config import preset, with_overrides
+from em3.paths import tracking_uri
+from tests.app.fake_training import fake_train
+
+
+def _cfg(seed: int = 0, epochs: int = 1):
+    return with_overrides(preset("tiny"), {"train.seed": seed, "train.epochs": epochs})
+
+
+def test_jobs_run_in_submission_order_one_at_a_time():
+    calls, active, overlap = [], [0], []
+
+    def train(cfg, **kw):
+        active[0] += 1
+        overlap.append(active[0])
+        try:
+            return fake_train(cfg, **kw, calls=calls, delay=0.01)
+        finally:
+            active[0] -= 1
+
+    reg = JobRegistry(train_fn=train)
+    ids = [reg.submit(_cfg(seed=s), name=f"run{s}") for s in range(3)]
+    snaps = [reg.wait(i, timeout=60) for i in ids]
+    assert [s["state"] for s in snaps] == [FINISHED] * 3
+    assert calls == ["run0", "run1", "run2"]
+    assert max(overlap) == 1                      # one worker: never two runs at once
+    assert snaps[0]["ended"] <= snaps[1]["started"]
+    client = MlflowClient(tracking_uri=tracking_uri())
+    statuses = {client.get_run(s["run_id"]).info.status for s in snaps}
+    assert statuses == {"FINISHED"}
+    assert snaps[0]["losses"] and snaps[0]["epochs"][0]["val/auc"] > 0.5
+    assert snaps[0]["device"].startswith(("cpu", "cuda"))
+
+
+def test_cancel_running_job_ends_killed_and_queued_job_never_starts():
+    started = threading.Event()
+
+    def train(cfg, **kw):
+        started.set()
+        return fake_train(cfg, **kw, steps=1000, delay=0.01)
+
+    reg = JobRegistry(train_fn=train)
+    running = reg.submit(_cfg(), name="long")
+    queued = reg.submit(_cfg(seed=1), name="waiting")
+    assert started.wait(30)
+    assert reg.get(queued)["state"] == QUEUED
+    assert reg.cancel(queued)
+    assert reg.get(queued)["state"] == CANCELLED
+    time.sleep(0.1)
+    assert reg.cancel(running)
+    snap = reg.wait(running, timeout=30)
+    assert snap["state"] == CANCELLED
+    assert MlflowClient(tracking_uri=tracking_uri()).get_run(snap["run_id"]).info.status == "KILLED"
+    assert reg.get(queued)["run_id"] is None        # never ran
+    assert not reg.cancel(running)                  # already done
+
+
+def test_failed_run_is_failed_with_its_error():
+    reg = JobRegistry(train_fn=lambda cfg, **kw: fake_train(cfg, **kw, fail="loss is NaN at step 2"))
+    snap = reg.wait(reg.submit(_cfg()), timeout=30)
+    assert snap["state"] == FAILED and "loss is NaN at step 2" in snap["error"]
+    run = MlflowClient(tracking_uri=tracking_uri()).get_run(snap["run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["em3.error"] == "loss is NaN at step 2"
+
+
+def test_exception_in_train_fn_fails_the_job_and_worker_survives():
+    def train(cfg, **kw):
+        if cfg.train.seed == 0:
+            raise RuntimeError("data directory vanished")
+        return fake_train(cfg, **kw)
+
+    reg = JobRegistry(train_fn=train)
+    bad, good = reg.submit(_cfg(0)), reg.submit(_cfg(1))
+    assert "RuntimeError: data directory vanished" in reg.wait(bad, timeout=30)["error"]
+    assert reg.wait(good, timeout=30)["state"] == FINISHED
+
+
+def test_two_jobs_submitted_at_once_from_two_threads():
+    reg = JobRegistry(train_fn=lambda cfg, **kw: fake_train(cfg, **kw))
+    ids: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def submit(seed):
+        barrier.wait()
+        ids.append(reg.submit(_cfg(seed), name=f"tab{seed}"))
+
+    threads = [threading.Thread(target=submit, args=(s,)) for s in (0, 1)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(set(ids)) == 2
+    snaps = [reg.wait(i, timeout=60) for i in ids]
+    assert all(s["state"] == FINISHED for s in snaps)
+    assert len({s["run_id"] for s in snaps}) == 2
+    assert {j["id"] for j in reg.jobs()} == set(ids)   # every "tab" sees both
+
+
+def test_group_submission_tags_every_run():
+    reg = JobRegistry(train_fn=lambda cfg, **kw: fake_train(cfg, **kw))
+    group, ids = reg.submit_group([_cfg(0), _cfg(1)])
+    client = MlflowClient(tracking_uri=tracking_uri())
+    runs = [client.get_run(reg.wait(i, timeout=60)["run_id"]) for i in ids]
+    assert {r.data.tags["em3.group"] for r in runs} == {group}
+    assert {r.data.tags["em3.job"] for r in runs} == set(ids)

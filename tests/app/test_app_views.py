@@ -1,0 +1,106 @@
+"""The dashboard's pure view functions (em3/evaluation/views_*.py) against hand-computed values."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from app.launch_form import base_config, build_config, check_dataset_dir, knob_defaults
+from em3.config import ConfigError, preset
+from em3.evaluation.views_alignment import link_segments, pair_cosines, project_pairs
+from em3.evaluation.views_attention import normalise, overlay, shaded_tokens_html, split_attention
+from em3.evaluation.views_reference import references_for
+from em3.evaluation.views_tables import format_summary, group_summary, param_diff
+
+
+def test_group_summary_mean_std_and_delta_against_em3():
+    runs = pd.DataFrame({"arm": ["em3", "em3", "id_only", "id_only"],
+                         "test/auc": [0.70, 0.72, 0.60, 0.64], "test/gauc": [0.6, 0.6, 0.5, np.nan]})
+    s = group_summary(runs, metrics=("test/auc", "test/gauc"))
+    assert s.loc["em3", "n"] == 2
+    assert s.loc["em3", "test/auc mean"] == pytest.approx(0.71)
+    assert s.loc["em3", "test/auc std"] == pytest.approx(np.std([0.70, 0.72], ddof=1))
+    assert s.loc["id_only", "test/auc Δ"] == pytest.approx(0.62 - 0.71)
+    assert s.loc["em3", "test/auc Δ"] == 0.0
+    assert np.isnan(s.loc["id_only", "test/gauc std"])          # one value: no std
+    f = format_summary(s, metrics=("test/auc",))
+    assert f.loc["em3", "test/auc"] == "0.7100 ± 0.0141" and f.loc["id_only", "Δ test/auc"] == "-0.0900"
+
+
+def test_group_summary_without_baseline_has_nan_delta():
+    s = group_summary(pd.DataFrame({"arm": ["a"], "test/auc": [0.5]}), metrics=("test/auc",))
+    assert np.isnan(s.loc["a", "test/auc Δ"])
+
+
+def test_param_diff_keeps_only_differing_parameters():
+    d = param_diff({"r1": {"lr": "0.1", "seed": "0"}, "r2": {"lr": "0.1", "seed": "1", "extra": "x"}})
+    assert list(d.index) == ["extra", "seed"] and d.loc["seed", "r2"] == "1" and d.loc["extra", "r1"] == ""
+
+
+def test_project_pairs_shapes_and_identical_pairs_coincide():
+    x = np.random.default_rng(0).normal(size=(20, 8))
+    c, e = project_pairs(x, x.copy(), method="pca")
+    assert c.shape == e.shape == (20, 2)
+    np.testing.assert_allclose(c, e, atol=1e-9)            # same vectors → same points in the shared projection
+    c2, e2 = project_pairs(x, np.random.default_rng(1).normal(size=(20, 4)), method="tsne")
+    assert c2.shape == e2.shape == (20, 2) and np.isfinite(c2).all()
+
+
+def test_link_segments_are_nan_separated():
+    xs, ys = link_segments(np.array([[0.0, 1.0], [2.0, 3.0]]), np.array([[4.0, 5.0], [6.0, 7.0]]))
+    np.testing.assert_array_equal(xs[:2], [0, 4])
+    assert np.isnan(xs[2]) and ys[4] == 7.0
+
+
+def test_pair_cosines_matched_vs_random():
+    x = np.eye(4)
+    matched, rand = pair_cosines(x, x)
+    np.testing.assert_allclose(matched, 1.0)
+    np.testing.assert_allclose(rand, 0.0)                   # a random *other* item is orthogonal here
+    with pytest.raises(ValueError, match="same width"):
+        pair_cosines(np.ones((3, 2)), np.ones((3, 4)))
+
+
+def test_split_attention_grid_and_text_and_head_mean():
+    att = np.zeros((1, 1, 2, 1, 6))                          # (n, layers, heads, Nq, Ti+Tt), Ti=4 on a 2x2 grid
+    att[0, 0, 0, 0] = [0.4, 0.1, 0.1, 0.1, 0.2, 0.1]
+    att[0, 0, 1, 0] = [0.0, 0.0, 0.0, 0.0, 0.5, 0.5]
+    heat, text = split_attention(att, row=0, layer=0, head=0, query=0, ti=4, image_grid=(2, 2))
+    np.testing.assert_allclose(heat, [[0.4, 0.1], [0.1, 0.1]])
+    np.testing.assert_allclose(text, [0.2, 0.1])
+    heat_m, text_m = split_attention(att, row=0, layer=0, head=None, query=0, ti=4, image_grid=(2, 2))
+    assert heat_m[0, 0] == pytest.approx(0.2) and text_m[0] == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="does not match Ti"):
+        split_attention(att, row=0, layer=0, head=0, query=0, ti=4, image_grid=(3, 2))
+
+
+def test_overlay_reddens_the_attended_corner_and_tokens_are_escaped():
+    img = Image.new("RGB", (40, 40), (0, 0, 255))
+    out = np.asarray(overlay(img, np.array([[1.0, 0.0], [0.0, 0.0]]), width=40))
+    assert out[2, 2, 0] > 100 and out[37, 37, 0] < 20
+    np.testing.assert_allclose(normalise(np.array([0.0, 2.0])), [0.0, 1.0])
+    html = shaded_tokens_html(["<b>", "ok"], np.array([1.0, 0.5]))
+    assert "&lt;b&gt;" in html and "rgba(230,60,30,1.00)" in html and "rgba(230,60,30,0.50)" in html
+
+
+def test_references_only_for_matching_metric_and_kind():
+    assert {r.value for r in references_for("test/recall@20", "topk")} >= {0.1032, 0.1099}
+    assert references_for("test/recall@20", "ctr") == []
+    assert references_for("test/auc", "ctr") == []        # leaderboard AUCs: other datasets and protocols
+
+
+def test_launch_form_builds_configs_and_checks_paths(tmp_path):
+    base = base_config("tiny", "em3_no_cic")
+    cfg = build_config("tiny", "em3_no_cic", ranker="dcnv2", knobs={**knob_defaults(base), "train.epochs": 1})
+    assert cfg.model.arm == "em3_no_cic" and cfg.model.cic.weight == 0.0 and cfg.model.ranker.kind == "dcnv2"
+    assert cfg.train.epochs == 1 and cfg.data.preset == "tiny"
+    with pytest.raises(ConfigError, match="model.fusion.dim"):
+        build_config("tiny", "em3", ranker="din", knobs={"model.fusion.dim": 30})
+    (tmp_path / "items.csv").write_text("item_id,title,text\n")
+    with pytest.raises(ConfigError, match="lacks interactions.csv or interactions.parquet"):
+        check_dataset_dir(str(tmp_path), "files")
+    (tmp_path / "interactions.parquet").write_bytes(b"")
+    assert check_dataset_dir(str(tmp_path), "files") == tmp_path.resolve()
+    with pytest.raises(ConfigError, match="not a directory"):
+        check_dataset_dir(str(tmp_path / "items.csv"), "files")
