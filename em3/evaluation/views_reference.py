@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Reference:
-    metric: str          # MLflow metric key it compares to, e.g. "test/recall@20"
+    metric: str          # MLflow metric key it compares to, e.g. "test/recall_at_20" (MLflow rejects "@")
     value: float
     model: str
     dataset: str
@@ -30,7 +30,7 @@ _MMREC = "Amazon, MMRec split, full ranking, test; different dataset"
 _BARS = "BARS CTR leaderboard, DIN; different dataset"
 
 REFERENCES: tuple[Reference, ...] = tuple(
-    Reference(f"test/{m}@{k}", v, model, ds, "topk", _MMREC)
+    Reference(f"test/{m}_at_{k}", v, model, ds, "topk", _MMREC)
     for ds, model, r10, r20, n10, n20 in (
         ("Baby", "VBPR", 0.0423, 0.0663, 0.0223, 0.0285),
         ("Baby", "LATTICE", 0.0551, 0.0852, 0.0292, 0.0369),
