@@ -85,8 +85,8 @@ def test_overlay_reddens_the_attended_corner_and_tokens_are_escaped():
 
 
 def test_references_only_for_matching_metric_and_kind():
-    assert {r.value for r in references_for("test/recall@20", "topk")} >= {0.1032, 0.1099}
-    assert references_for("test/recall@20", "ctr") == []
+    assert {r.value for r in references_for("test/recall_at_20", "topk")} >= {0.1032, 0.1099}
+    assert references_for("test/recall_at_20", "ctr") == []
     assert references_for("test/auc", "ctr") == []        # leaderboard AUCs: other datasets and protocols
 
 
