@@ -55,6 +55,7 @@ class Job:
     name: str
     tags: dict[str, str]
     group: str | None = None
+    resume_run_id: str | None = None        # continue this MLflow run from its last checkpoint
     state: str = QUEUED
     submitted: float = field(default_factory=time.time)
     started: float | None = None
@@ -82,7 +83,7 @@ class Job:
                 "progress": dict(self.progress), "losses": list(self.losses),
                 "epochs": [dict(e) for e in self.epochs], "metrics": dict(self.metrics),
                 "first_metric_s": self.first_metric_s, "phases": dict(self.phases),
-                "cancel_requested": self.cancel_requested,
+                "cancel_requested": self.cancel_requested, "resume_run_id": self.resume_run_id,
             }
 
 
@@ -111,13 +112,14 @@ class JobRegistry:
     # ---- UI side ---------------------------------------------------------------------------
 
     def submit(self, cfg: Config, *, tags: dict[str, str] | None = None, name: str | None = None,
-               group: str | None = None) -> str:
-        """Queue one run; returns the job id."""
+               group: str | None = None, resume_run_id: str | None = None) -> str:
+        """Queue one run (or the resumption of an interrupted one); returns the job id."""
         job_id = f"j{next(self._counter):04d}-{uuid.uuid4().hex[:6]}"
         all_tags = {**(tags or {}), "em3.job": job_id}
         if group:
             all_tags["em3.group"] = group
-        job = Job(id=job_id, cfg=cfg, name=name or f"{cfg.model.arm}-s{cfg.train.seed}", tags=all_tags, group=group)
+        job = Job(id=job_id, cfg=cfg, name=name or f"{cfg.model.arm}-s{cfg.train.seed}", tags=all_tags, group=group,
+                  resume_run_id=resume_run_id)
         with self._cond:
             self._jobs[job_id] = job
             self._queue.append(job_id)
@@ -202,8 +204,9 @@ class JobRegistry:
                                on_epoch=lambda e, m: self._on_epoch(job, e, m),
                                should_stop=lambda: job.cancel_requested)
         try:
-            result = self.train_fn(job.cfg, hooks=hooks, tags=dict(job.tags), run_name=job.name)
-        except Exception as exc:  # noqa: BLE001 - any training error becomes a failed job
+            resume = {"resume_run_id": job.resume_run_id} if job.resume_run_id else {}
+            result = self.train_fn(job.cfg, hooks=hooks, tags=dict(job.tags), run_name=job.name, **resume)
+        except BaseException as exc:  # noqa: BLE001 - any training error, even SystemExit, fails the job, not the worker
             with job.lock:
                 job.state, job.ended = FAILED, time.time()
                 job.error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=6)}"

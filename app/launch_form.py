@@ -51,6 +51,16 @@ def check_dataset_dir(path: str, kind: str) -> Path:
     """The resolved directory if it looks like a `kind` dataset; ConfigError saying what is wrong otherwise."""
     if not path.strip():
         raise ConfigError("data.data_dir: give the dataset directory")
+    try:
+        return _check_dir(path, kind)
+    except ConfigError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:   # name too long, unknown ~user, NUL byte
+        raise ConfigError(f"data.data_dir: {path.strip()[:200]!r} is not a usable path ({exc.__class__.__name__}: "
+                          f"{str(exc)[:120]})") from None
+
+
+def _check_dir(path: str, kind: str) -> Path:
     p = Path(path.strip()).expanduser()
     if not p.exists():
         raise ConfigError(f"data.data_dir: {p} does not exist")

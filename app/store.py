@@ -24,7 +24,7 @@ from em3.paths import tracking_uri
 MLFLOW_UI = "http://127.0.0.1:5000"
 MLFLOW_UI_HINT = "Start the MLflow UI with `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db` (port 5000)."
 TAGS = ("em3.arm", "em3.ranker", "em3.dataset", "em3.group", "em3.kind", "em3.error",
-        "em3.config_version", "em3.device", "em3.job")
+        "em3.config_version", "em3.device", "em3.job", "em3.interrupted")
 SUMMARY_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc",
                    "test_cold/logloss", "val/auc", "best_epoch", "time/train_seconds")
 
@@ -56,6 +56,8 @@ def runs_table(store_uri: str) -> pd.DataFrame:
     if not _store_exists(store_uri):
         return pd.DataFrame(columns=cols)
     c = client(store_uri)
+    from em3.training.tracking import mark_stale_runs
+    mark_stale_runs(c)   # runs whose process died (server restart, SIGKILL) show as interrupted, not RUNNING
     exps = [e.experiment_id for e in c.search_experiments()]
     if not exps:
         return pd.DataFrame(columns=cols)
@@ -64,8 +66,8 @@ def runs_table(store_uri: str) -> pd.DataFrame:
     for r in runs:
         row: dict[str, Any] = {
             "run_id": r.info.run_id, "experiment_id": r.info.experiment_id, "name": r.info.run_name,
-            "status": r.info.status, "artifact_uri": r.info.artifact_uri, "start": pd.to_datetime(r.info.start_time, unit="ms"),
-            "end": pd.to_datetime(r.info.end_time, unit="ms") if r.info.end_time else pd.NaT,
+            "status": r.info.status, "artifact_uri": r.info.artifact_uri, "start": r.info.start_time,
+            "end": r.info.end_time,
         }
         for t in TAGS:
             row[t.split(".", 1)[1]] = r.data.tags.get(t, "")
@@ -74,7 +76,12 @@ def runs_table(store_uri: str) -> pd.DataFrame:
         row["_metrics"] = dict(r.data.metrics)
         row["_params"] = dict(r.data.params)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*cols, "_metrics", "_params"]) if rows else pd.DataFrame(columns=cols)
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    table = pd.DataFrame(rows, columns=[*cols, "_metrics", "_params"])
+    for col in ("start", "end"):   # one vectorised conversion (per row it cost ~0.5 s for 1,000 runs on a busy box)
+        table[col] = pd.to_datetime(table[col], unit="ms")
+    return table
 
 
 def run_label(row: Any) -> str:

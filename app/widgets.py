@@ -53,8 +53,11 @@ def mlflow_link(experiment_id: str, run_id: str) -> None:
 
 
 def run_status_note(row: pd.Series) -> None:
-    """Say what is special about a run: failed (with its error), running, older config version."""
-    if row["status"] == "FAILED":
+    """Say what is special about a run: interrupted (with Resume), failed (with its error), running, older config."""
+    if str(row.get("interrupted", "")) == "true" and row["status"] != "RUNNING":
+        st.warning(f"Run interrupted: its process ended without finishing it ({row['error'] or 'no message'}).")
+        resume_button(row)
+    elif row["status"] == "FAILED":
         st.error(f"Run failed: {row['error'] or 'no em3.error tag recorded'}")
     elif row["status"] == "RUNNING":
         st.info("This run is still running: final metrics and explain/ artifacts appear when it finishes.")
@@ -64,6 +67,25 @@ def run_status_note(row: pd.Series) -> None:
     if row["config_version"] and str(row["config_version"]) != str(CONFIG_VERSION):
         st.info(f"Run from config version {row['config_version']} (current {CONFIG_VERSION}): "
                 "some fields may be missing or differently named.")
+
+
+def resume_button(row: pd.Series) -> None:
+    """A Resume button: queue the run's continuation from its last checkpoint in this server's job registry."""
+    if not st.button("Resume", key=f"resume-{row['run_id']}", help="Continue from the run's last checkpoint"):
+        return
+    from app.state import registry
+    from em3.config import ConfigError, from_dict
+    logged = store.artifact_json(store.uri(), row["run_id"], "config.json")
+    try:
+        cfg = from_dict(logged) if logged is not None else None
+    except ConfigError as exc:
+        st.error(f"Cannot resume: its config.json is from another version ({exc})")
+        return
+    if cfg is None:
+        st.error("Cannot resume: the run has no config.json artifact")
+        return
+    job_id = registry().submit(cfg, name=f"resume {row['name'] or row['run_id'][:8]}", resume_run_id=row["run_id"])
+    st.success(f"Queued job `{job_id}`: run {row['run_id'][:8]} continues from its last checkpoint (see Launch).")
 
 
 def curves(series: Iterable[tuple[str, pd.DataFrame]], *, title: str, x: str = "step",

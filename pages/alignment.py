@@ -34,6 +34,8 @@ def show_run(row: pd.Series, *, key: str) -> None:
         st.info("explain/embeddings.npz is unreadable or lacks item_index/content/id.")
         return
     idx, content, ids = emb["item_index"], emb["content"], emb["id"]
+    if {"content_aligned", "id_aligned"} <= set(emb):   # CIC's shared space: projected + L2-normalised
+        content, ids = emb["content_aligned"], emb["id_aligned"]
     if content.ndim != 2 or content.shape[1] == 0:
         st.info("This run has no content embeddings (an id_only arm): nothing to align.")
         return

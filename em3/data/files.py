@@ -20,6 +20,7 @@ from em3.data.images import FolderImages
 from em3.data.schema import RawDataset
 from em3.data.tables import (find_table, int_column, interactions_frame, read_table, require_columns,
                              require_dir, require_known, require_unique, text_column)
+from em3.errors import DataError
 
 LOADER_VERSION = "files/1"
 
@@ -37,6 +38,19 @@ def _fingerprint(tables: list[Path], images: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _inside(images: Path, rel: str, *, path: Path, row: int) -> str:
+    """images/<rel>, refused unless it stays inside images/ (an absolute or ../ path would read elsewhere)."""
+    base = images.resolve()
+    try:
+        full = (base / rel).resolve()
+    except (OSError, ValueError):   # a NUL byte, a symlink loop
+        full = None
+    if full is None or Path(rel).is_absolute() or not full.is_relative_to(base):
+        raise DataError(f"{path}: row {row}, column 'image_path': got {rel!r}; expected a path relative to "
+                        f"{images} that stays inside it")
+    return str(full)
+
+
 def _items(path: Path, images: Path) -> pd.DataFrame:
     df = read_table(path)
     require_columns(df, ("item_id", "title", "text"), path=path)
@@ -46,7 +60,8 @@ def _items(path: Path, images: Path) -> pd.DataFrame:
                           "text": text_column(df, "text").to_numpy()})
     if "image_path" in df.columns:
         rel = text_column(df, "image_path")
-        items["image_path"] = pd.Series([str(images / r) if r else None for r in rel], dtype=object)
+        items["image_path"] = pd.Series([_inside(images, r, path=path, row=k + 1) if r else None
+                                         for k, r in enumerate(rel)], dtype=object)
     else:
         items["image_path"] = pd.Series([None] * len(items), dtype=object)
     for c in df.columns:

@@ -13,6 +13,8 @@ import pandas as pd
 
 from em3.errors import DataError
 
+MAX_EXACT_INT = 2**53   # largest integer a float64 (the parse path of every id column) holds exactly
+
 
 def _shown(value: object) -> str:
     if hasattr(value, "item"):          # numpy scalar -> plain Python value
@@ -96,6 +98,12 @@ def int_column(df: pd.DataFrame, column: str, *, path: Path, expected: str = "an
         row = int(frac[0])
         raise DataError(f"{path}: row {row + 1}, column {column!r}: got {_shown(df[column].iloc[row])}; "
                         f"expected {expected}")
+    # float64 holds integers exactly only up to 2**53; beyond, ids would merge or wrap to INT64_MIN
+    huge = np.flatnonzero(np.abs(values) >= MAX_EXACT_INT)
+    if len(huge):
+        row = int(huge[0])
+        raise DataError(f"{path}: row {row + 1}, column {column!r}: got {_shown(df[column].iloc[row])}; "
+                        f"expected {expected} below 2**53 in magnitude")
     return values.astype(np.int64)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from em3.data.schema import SampleSet
@@ -23,11 +24,22 @@ RECOMMEND_SAMPLE = 50     # users whose top-K is exported
 
 @torch.no_grad()
 def write_embeddings(model: nn.Module, samples: SampleSet, path: Path) -> Path:
-    """embeddings.npz: item_index (I+1,), content (I+1, D) (width 0 without content), id (I+1, id_dim)."""
+    """embeddings.npz: item_index (I+1,), content (I+1, D) (width 0 without content), id (I+1, id_dim).
+
+    With CIC heads it also holds content_aligned / id_aligned (I+1, D): both through their
+    projection head and L2-normalised — the shared space in which CIC pulls the pairs together.
+    """
     model.eval()
-    ids = model.item_id_embeddings().float().cpu().numpy()                 # (I+1, id_dim)
-    content = model.item_content_embeddings().float().cpu().numpy()        # (I+1, D); (I+1, 0) without content
-    np.savez_compressed(path, item_index=np.arange(samples.num_items + 1), content=content, id=ids)
+    id_t = model.item_id_embeddings().float()                              # (I+1, id_dim)
+    content_t = model.item_content_embeddings().float()                    # (I+1, D); (I+1, 0) without content
+    arrays = {"item_index": np.arange(samples.num_items + 1), "content": content_t.cpu().numpy(),
+              "id": id_t.cpu().numpy()}
+    heads = (getattr(model, "cic_content_head", None), getattr(model, "cic_id_head", None))
+    if content_t.shape[1] > 0 and all(h is not None for h in heads):
+        device = next(heads[0].parameters()).device
+        arrays["content_aligned"] = F.normalize(heads[0](content_t.to(device)), dim=-1).cpu().numpy()
+        arrays["id_aligned"] = F.normalize(heads[1](id_t.to(device)), dim=-1).cpu().numpy()
+    np.savez_compressed(path, **arrays)
     return path
 
 

@@ -34,13 +34,26 @@ def save(obj: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(obj, tmp)
-    meta = {"size": tmp.stat().st_size, "sha256": _sha256(tmp)}
-    os.replace(tmp, path)
+    meta: dict[str, Any] = {"size": tmp.stat().st_size, "sha256": _sha256(tmp)}
     side = path.with_name(path.name + ".json")
+    # The sidecar also accepts the file it replaces and is written first: a crash between the two renames
+    # (or an artifact copy that stops between the two files) leaves a pair that still verifies.
+    old = _read_meta(side) if path.is_file() else None
+    if old is not None:
+        meta["previous"] = [{"size": old.get("size"), "sha256": old.get("sha256")}]
     tmp_side = side.with_name(side.name + f".tmp{os.getpid()}")
     tmp_side.write_text(json.dumps(meta))
     os.replace(tmp_side, side)
+    os.replace(tmp, path)
     return path
+
+
+def _read_meta(side: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -49,12 +62,13 @@ def load(path: Path) -> dict[str, Any]:
     side = path.with_name(path.name + ".json")
     if not path.is_file():
         raise CacheError(f"{path}: checkpoint file is missing")
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError) as e:
-        raise CacheError(f"{side}: checkpoint checksum file is missing or unreadable ({e})") from None
+    meta = _read_meta(side)
+    if meta is None:
+        raise CacheError(f"{side}: checkpoint checksum file is missing or unreadable")
     size = path.stat().st_size
-    if size != meta.get("size") or _sha256(path) != meta.get("sha256"):
+    digest = _sha256(path)
+    accepted = [meta, *(m for m in meta.get("previous", []) if isinstance(m, dict))]
+    if not any(size == m.get("size") and digest == m.get("sha256") for m in accepted):
         raise CacheError(f"{path}: checkpoint is corrupt or truncated (size {size}, expected {meta.get('size')}; "
                          "sha256 mismatch)")
     try:

@@ -146,6 +146,8 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
         tracker.flush()
         checkpoint.save_resume(ckpt_dir, model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
                                state=st)
+        for side in sorted(ckpt_dir.glob("*.json")):   # sidecars first: each also accepts the file it replaces
+            tracker.artifact(side, "checkpoint")
         tracker.artifacts(ckpt_dir, "checkpoint")
 
     state, ended = fit(model, samples, cfg, device=device, hooks=hooks, state=state, optimizer_state=optimizer_state,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -72,9 +73,10 @@ class RunTracker:
               device: str = "cpu") -> "RunTracker":
         """Create the run with the standard tags, flattened params and config.json."""
         c = client()
+        mark_stale_runs(c)   # start-up: runs whose process died are no longer shown RUNNING
         all_tags = {"em3.arm": cfg.model.arm, "em3.ranker": cfg.model.ranker.kind, "em3.dataset": dataset_tag(cfg),
                     "em3.kind": "ctr", "em3.config_version": str(CONFIG_VERSION), "em3.device": device,
-                    "em3.pid": str(os.getpid()), **(tags or {})}
+                    "em3.pid": str(os.getpid()), "em3.host": socket.gethostname(), **(tags or {})}
         exp = experiment_id(c)
         run = retry(lambda: c.create_run(exp, tags=all_tags, run_name=run_name))
         tracker = cls(c, run.info.run_id)
@@ -88,8 +90,16 @@ class RunTracker:
     def reopen(cls, run_id: str) -> "RunTracker":
         """Continue an existing run (resume): status back to RUNNING."""
         c = client()
+        mark_stale_runs(c)
         retry(lambda: c.get_run(run_id))
         retry(lambda: c.update_run(run_id, status="RUNNING"))
+        # this process owns the run now (the stale check reads these); the interruption note is history
+        retry(lambda: c.log_batch(run_id, tags=[RunTag("em3.pid", str(os.getpid())),
+                                                RunTag("em3.host", socket.gethostname()),
+                                                RunTag("em3.interrupted", "false")]))
+        run = retry(lambda: c.get_run(run_id))
+        if run.data.tags.get("em3.error", "").startswith("interrupted:"):
+            retry(lambda: c.delete_tag(run_id, "em3.error"))
         return cls(c, run_id)
 
     def metric(self, key: str, value: float, step: int = 0) -> None:
@@ -132,6 +142,47 @@ class RunTracker:
         finally:
             self.tag("em3.error", error)
             retry(lambda: self.client.set_terminated(self.run_id, status=status))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_stale_runs(c: MlflowClient | None = None) -> list[str]:
+    """Mark RUNNING runs whose process (tags em3.pid + em3.host, this machine) is gone as FAILED + interrupted.
+
+    A SIGKILLed CLI run or a dashboard server that died mid-job cannot mark its own run; the next
+    start-up (a new run, a resume, the dashboard's runs table) does. Returns the run ids marked.
+    """
+    c = c or client()
+    host = socket.gethostname()
+    try:
+        exps = [e.experiment_id for e in retry(lambda: c.search_experiments())]
+        if not exps:
+            return []
+        runs = retry(lambda: c.search_runs(exps, filter_string="attributes.status = 'RUNNING'", max_results=1000))
+    except Exception:  # noqa: BLE001 - a missing or busy store must not stop a start-up
+        return []
+    marked = []
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get("em3.pid", "")
+        if not pid.isdigit() or tags.get("em3.host", host) != host or process_alive(int(pid)):
+            continue
+        rid = run.info.run_id
+        note = (f"interrupted: process {pid} ended without finishing the run (killed, crashed or the dashboard "
+                f"restarted); resume it with `python -m em3 train --resume {rid}` or the Runs page's Resume button")
+        retry(lambda: c.log_batch(rid, tags=[RunTag("em3.error", note), RunTag("em3.interrupted", "true")]))
+        retry(lambda: c.set_terminated(rid, status="FAILED"))
+        marked.append(rid)
+    return marked
 
 
 def download_dir(run_id: str, artifact_path: str, dst: Path) -> Path:
