@@ -1,0 +1,1 @@
+"""Benchmarks behind `python -m em3 bench quality|efficiency`: the tables of docs/RESULTS.md."""

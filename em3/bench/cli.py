@@ -1,0 +1,186 @@
+"""Entry points of `python -m em3 bench quality` and `python -m em3 bench efficiency` (em3/cli/bench.py dispatches here)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from em3.config import ARMS, RANKERS, ConfigError, parse_set
+from em3.errors import EM3Error
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="shrink everything to run in a few minutes")
+    p.add_argument("--data", choices=("movielens", "synthetic"), default="movielens",
+                   help="movielens (the benchmark; needs $EM3_MOVIELENS_DIR) or the tiny synthetic preset (tests)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--no-write", action="store_true", help="do not touch docs/RESULTS.md and docs/img")
+
+
+def quality_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m em3 bench quality",
+                                description="Every arm x ranker x seed on MovieLens-100K; resumable; writes "
+                                            "the quality table into docs/RESULTS.md.")
+    _common(p)
+    p.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; --quick: 0)")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma list of arms (default: all)")
+    p.add_argument("--rankers", default=",".join(RANKERS), help="comma list of rankers (default din,dcnv2)")
+    p.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2",
+                   help="search grid, repeatable (default: the documented lr grid; --quick: none)")
+    p.add_argument("--budget-minutes", type=float, default=0.0, help="start no new run after this many minutes")
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="train only the runs whose config hash is K mod N (N processes sharing one store)")
+    p.add_argument("--offline-dir", default="", help="train without MLflow into this directory of JSON records "
+                   "(for a machine without MLflow); implies --no-write")
+    p.add_argument("--import-offline", default="", metavar="DIR",
+                   help="first copy the JSON records of DIR (from --offline-dir elsewhere) into MLflow")
+    p.add_argument("--table-only", action="store_true", help="only rewrite the table from what MLflow holds")
+    return p
+
+
+# Flags that change how a call runs, not what the table is: left out of the command the table names.
+_RUN_FLAGS = {"--table-only": 0, "--no-write": 0, "--budget-minutes": 1, "--shard": 1, "--offline-dir": 1,
+              "--import-offline": 1}
+
+
+def _table_args(argv: list[str]) -> list[str]:
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in _RUN_FLAGS:
+            skip = _RUN_FLAGS[name] if "=" not in a else 0
+            continue
+        out.append(a)
+    return out
+
+
+def quality_main(argv: list[str] | None = None) -> int:
+    from em3.bench import quality, quality_table, report
+    from em3.bench.search import DEFAULT_GRID, parse_grid
+
+    args = quality_parser().parse_args(argv)
+    try:
+        sets = parse_set(args.set)
+        base = quality.base_config(data=args.data, quick=args.quick, sets=sets)
+        seeds = tuple(int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",") if s.strip())
+        if args.grid is not None:
+            grid = parse_grid(args.grid)
+        else:
+            grid = {} if args.quick else dict(DEFAULT_GRID)
+        spec = quality.QualitySpec(base=base, arms=quality.parse_list(args.arms, tuple(ARMS), "--arms"),
+                                   rankers=quality.parse_list(args.rankers, RANKERS, "--rankers"),
+                                   seeds=seeds, grid=grid)
+        _ = spec.points   # validates the grid keys now
+        k, n = (int(v) for v in args.shard.split("/"))
+        if not 0 <= k < n:
+            raise ValueError(f"--shard {args.shard!r}: expected K/N with 0 <= K < N")
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    command = "python -m em3 bench quality " + " ".join(shlex.quote(a) for a in _table_args(argv or []))
+    machine = report.machine_line()
+
+    def write_table() -> None:
+        cells = quality.collect(spec)
+        if args.no_write:
+            return
+        fig = quality_table.figure(cells)
+        body = quality_table.render(spec, cells, command=command.strip(), machine=machine, figure=fig)
+        report.write_block(body, section=quality_table.SECTION, name="quality")
+
+    print(f"quality bench: group {spec.group}, {len(spec.arms)} arms x {len(spec.rankers)} rankers x "
+          f"{len(seeds)} seeds, {len(spec.points)} search point(s)", flush=True)
+    trained = 0
+    log = lambda s: print(s, flush=True)   # noqa: E731
+    try:
+        if args.offline_dir:
+            from em3.bench.offline import OfflineStore, offline_trainer
+
+            store = OfflineStore(args.offline_dir)
+            trained = quality.run_quality(spec, log=log, budget_s=args.budget_minutes * 60, shard=(k, n),
+                                          train=offline_trainer(store), finished=store.finished)
+            print(f"trained {trained} run(s) into {args.offline_dir}")
+            return 0
+        if args.import_offline:
+            from em3.bench.offline import import_records
+
+            import_records(args.import_offline, origin="offline", log=log)
+        if not args.table_only:
+            trained = quality.run_quality(spec, log=log, after_run=write_table,
+                                          budget_s=args.budget_minutes * 60, shard=(k, n))
+        write_table()
+    except (EM3Error, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cells = quality.collect(spec)
+    done = sum(len(c.runs) for c in cells)
+    print(f"trained {trained} run(s); table: {done}/{len(cells) * len(seeds)} runs finished "
+          f"({time.strftime('%H:%M:%S')})")
+    for c in cells:
+        aucs = [f"{r.metrics.get('test/auc', float('nan')):.4f}" for r in c.runs.values()]
+        print(f"  {c.arm:20s} {c.ranker:6s} seeds {len(c.runs)}/{len(seeds)} test AUC {' '.join(aucs) or '-'}")
+    return 0
+
+
+def efficiency_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m em3 bench efficiency",
+                                description="Step time, samples/s, peak memory and parameters per history "
+                                            "strategy and length L, plus the engineering levers; one run.")
+    _common(p)
+    p.add_argument("--lengths", default=None, help="comma list of history lengths (default 20,50,100,200; "
+                                                  "--quick: 5,10)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per config (default 10; --quick: 3)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps per config (default 3; --quick: 1)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--variants", default=None, help="semicolon list of configs (default: all: id_only;precomputed;frozen;lora;shared;lora, no dedup;lora, live backbones)")
+    p.add_argument("--lever-lengths", default=None, help="measure the levers (dedup, live backbones) only at "
+                   "these L (comma list; default: every L)")
+    p.add_argument("--json-out", default="", help="also write the raw results as JSON here")
+    p.add_argument("--from-json", default="", help="do not measure: log and write a --json-out file from elsewhere")
+    p.add_argument("--machine", default="", help="with --from-json: the machine line for the table")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow (a machine without MLflow)")
+    return p
+
+
+def efficiency_main(argv: list[str] | None = None) -> int:
+    from em3.bench import efficiency
+
+    args = efficiency_parser().parse_args(argv)
+    try:
+        if args.from_json:
+            import json
+            from pathlib import Path
+
+            from em3.bench.efficiency_table import write_results
+
+            result = json.loads(Path(args.from_json).read_text())
+            if not args.no_track:
+                efficiency.log_to_mlflow(result)
+            if not args.no_write:
+                write_results(result, machine=args.machine or None)
+            return 0
+        sets = parse_set(args.set)
+        variants = tuple(efficiency.VARIANTS) if args.variants is None else tuple(
+            v.strip() for v in args.variants.split(";") if v.strip())
+        unknown = [v for v in variants if v not in efficiency.VARIANTS]
+        if unknown:
+            raise ValueError(f"--variants: unknown {unknown[0]!r}; expected from {'; '.join(efficiency.VARIANTS)}")
+        lengths = tuple(int(v) for v in (args.lengths or ("5,10" if args.quick else "20,50,100,200")).split(",")
+                        if v.strip())
+        command = "python -m em3 bench efficiency " + " ".join(shlex.quote(a) for a in (argv or []))
+        efficiency.run_efficiency(data=args.data, quick=args.quick, sets=sets, lengths=lengths,
+                                  steps=args.steps or (3 if args.quick else 10),
+                                  warmup=args.warmup if args.warmup is not None else (1 if args.quick else 3),
+                                  device=args.device, write=not args.no_write, command=command.strip(),
+                                  log=lambda s: print(s, flush=True), json_out=args.json_out,
+                                  variants=variants, track=not args.no_track,
+                                  lever_lengths=None if args.lever_lengths is None else tuple(
+                                      int(v) for v in args.lever_lengths.split(",") if v.strip()))
+    except (EM3Error, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

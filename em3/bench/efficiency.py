@@ -1,0 +1,157 @@
+"""The efficiency bench: each history strategy and id_only at each history length L, plus the engineering levers.
+
+One command measures every config, each in a fresh subprocess (em3.bench.probe) so the CPU peak
+memory is its own; ratios to id_only at the same L come from the same run. The em3 (lora) step's
+FLOPs over its time, against the dense matmul rate measured here, give the model FLOP utilisation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from em3.bench.flops import matmul_flops_per_s
+from em3.bench.runs import GROUP_TAG, KIND_TAG, config_hash
+from em3.config import Config, flatten, preset, to_dict, with_arm, with_overrides
+
+# name -> (arm, extra overrides, live backbones)
+VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "id_only": ("id_only", {}, False),
+    "precomputed": ("precomputed", {}, False),
+    "frozen": ("em3_frozen_history", {}, False),
+    "lora": ("em3", {}, False),
+    "shared": ("em3_shared_history", {}, False),
+    "lora, no dedup": ("em3", {"model.history.dedup": False}, False),
+    "lora, live backbones": ("em3", {}, True),
+}
+QUICK_SYNTHETIC: dict[str, Any] = {"train.batch_size": 64}
+
+
+def base_config(*, data: str, sets: Mapping[str, str], device: str) -> Config:
+    cfg = preset("tiny" if data == "synthetic" else "movielens")
+    cfg = with_overrides(cfg, {**(QUICK_SYNTHETIC if data == "synthetic" else {}), "train.device": device})
+    return with_overrides(cfg, dict(sets))
+
+
+def variant_config(base: Config, name: str, length: int) -> tuple[Config, bool]:
+    arm, extra, live = VARIANTS[name]
+    return with_overrides(with_arm(base, arm), {"data.max_history": length, **extra}), live
+
+
+def group_name(base: Config, lengths: Sequence[int]) -> str:
+    return f"bench-efficiency-{config_hash({**flatten(base), '__lengths__': sorted(lengths)})[:10]}"
+
+
+def probe(cfg: Config, *, live: bool, warmup: int, steps: int, timeout_s: float = 1800) -> dict[str, Any]:
+    """Measure one config in a fresh Python process; {'error': ...} when it fails."""
+    spec = json.dumps({"config": to_dict(cfg), "warmup": warmup, "steps": steps, "live_backbones": live})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "em3.bench.probe", spec], capture_output=True, text=True,
+                              env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:.0f} s"}
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    return json.loads(line[len("PROBE "):])
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's step time, memory and parameters as a ratio to id_only at the same L (NaN if unknown)."""
+    ref = {r["length"]: r for r in rows if r["variant"] == "id_only" and "error" not in r}
+    for r in rows:
+        base = ref.get(r["length"])
+        for key in ("step_ms", "peak_memory_mb", "step_memory_mb", "params_trainable", "params_total"):
+            ok = base is not None and key in r and base.get(key)
+            r[f"{key}_x"] = r[key] / base[key] if ok else float("nan")
+    return rows
+
+
+def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: Sequence[int], steps: int,
+                   warmup: int, device: str, write: bool, command: str, log: Callable[[str], None] = print,
+                   json_out: str = "", variants: Sequence[str] = tuple(VARIANTS), track: bool = True,
+                   lever_lengths: Sequence[int] | None = None) -> dict:
+    """Measure every variant at every L; log to MLflow (one run per config), write the table; returns the results.
+
+    The levers (variants with a comma) are measured only at `lever_lengths` (default: every L). When
+    `json_out` already holds rows of the same group and device (an interrupted run), those are kept.
+    """
+    base = base_config(data=data, sets=sets, device=device)
+    torch_device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
+                                else "cpu")
+    peak = matmul_flops_per_s(torch_device)
+    log(f"dense matmul: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['n']}^3 {peak['dtype']}, {torch_device})")
+    rows: list[dict[str, Any]] = []
+    group = group_name(base, lengths)
+    if json_out and Path(json_out).exists():
+        old = json.loads(Path(json_out).read_text())
+        if old.get("group") == group and old.get("device") == str(torch_device) and old.get("steps") == steps:
+            rows = [r for r in old["rows"] if "error" not in r]
+            log(f"resuming {json_out}: {len(rows)} config(s) already measured")
+    done = {(r["variant"], r["length"]) for r in rows}
+    result = {"group": group, "command": command, "device": str(torch_device),
+              "matmul": peak, "steps": steps, "warmup": warmup, "quick": quick, "data": data,
+              "base": to_dict(base), "rows": rows, "finished": ""}
+    for length in lengths:
+        for name in variants:
+            if (name, length) in done or ("," in name and lever_lengths is not None and length not in lever_lengths):
+                continue
+            cfg, live = variant_config(base, name, length)
+            t0 = time.perf_counter()
+            r = probe(cfg, live=live, warmup=warmup, steps=steps)
+            r.update(variant=name, length=length, arm=cfg.model.arm, config_hash=config_hash(cfg),
+                     matmul_flops_per_s=peak["flops_per_s"])
+            rows.append(r)
+            if "error" in r:
+                log(f"  L={length:4d} {name:22s} FAILED: {r['error']}")
+            else:
+                log(f"  L={length:4d} {name:22s} {r['step_ms']:9.1f} ms/step {r['samples_per_s']:8.0f} samples/s "
+                    f"peak {r['peak_memory_mb']:8.0f} MB (+{r['step_memory_mb']:.0f}) {r['flops'] / 1e9:8.2f} GFLOP "
+                    f"({time.perf_counter() - t0:.0f} s)")
+            add_ratios(rows)
+            result["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            if json_out:   # after every config, so a run cut short keeps what it measured
+                Path(json_out).write_text(json.dumps(result, indent=1))
+    if track:
+        log_to_mlflow(result)
+    if write:
+        from em3.bench.efficiency_table import write_results
+
+        write_results(result)
+    return result
+
+
+def log_to_mlflow(result: dict[str, Any]) -> list[str]:
+    """One FINISHED MLflow run per measured config (em3.kind=efficiency, one group); returns the run ids."""
+    from em3.config import from_dict
+    from em3.training.tracking import RunTracker
+
+    base = from_dict(result["base"])
+    ids = []
+    for r in result["rows"]:
+        if "error" in r:
+            continue
+        cfg, _ = variant_config(base, r["variant"], r["length"])
+        tags = {GROUP_TAG: result["group"], KIND_TAG: "efficiency", "em3.bench_variant": r["variant"],
+                "em3.history_length": str(r["length"]), "em3.config_hash": r["config_hash"]}
+        tracker = RunTracker.start(cfg, tags=tags, run_name=f"eff-{r['variant'].replace(', ', '-')}-L{r['length']}",
+                                   device=r.get("device", result["device"]))
+        metrics = {f"eff/{k}": float(v) for k, v in r.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "length"}
+        metrics["eff/matmul_flops_per_s"] = r.get("matmul_flops_per_s", result["matmul"]["flops_per_s"])
+        metrics["eff/mfu"] = r["achieved_flops_per_s"] / metrics["eff/matmul_flops_per_s"]
+        metrics["params/trainable"], metrics["params/total"] = r["params_trainable"], r["params_total"]
+        metrics["perf/samples_per_s"], metrics["perf/peak_memory_mb"] = r["samples_per_s"], r["peak_memory_mb"]
+        tracker.metrics({k: v for k, v in metrics.items() if v == v})
+        tracker.finish("FINISHED")
+        ids.append(tracker.run_id)
+    return ids

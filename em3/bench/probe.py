@@ -1,0 +1,124 @@
+"""One efficiency measurement in a fresh process: time, memory, FLOPs and parameters of a training step.
+
+Run as `python -m em3.bench.probe '<json spec>'`; prints one JSON line. A fresh process per
+config makes the CPU peak-memory reading honest: ru_maxrss only ever grows, so the step's peak
+is `maxrss after the steps - RSS before the first step`, in a process that measured nothing else.
+On CUDA the allocator's peak (max_memory_allocated) is read instead.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from em3.config import from_dict
+from em3.bench.flops import count_flops
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """spec: config (to_dict), warmup, steps, live_backbones (bool). Returns the measurements."""
+    from em3.data.cache import build_item_tokens
+    from em3.data.load import load_dataset
+    from em3.data.samples import build_samples
+    from em3.models.em3 import build_model
+    from em3.training.batches import epoch_permutation, to_batch
+    from em3.training.distributed import resolve_device
+    from em3.training.fit import compute_loss, make_optimizer
+
+    cfg = from_dict(spec["config"])
+    device = resolve_device(cfg.train.device)
+    raw = load_dataset(cfg.data)
+    samples = build_samples(raw, cfg.data)
+    tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False) if cfg.model.use_content else None
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, samples=samples, tokens=tokens)
+    if spec.get("live_backbones"):
+        from em3.bench.live_tokens import LiveTokenStore
+
+        if model.content is None or getattr(model.content, "store", None) is None:
+            raise ValueError(f"live_backbones needs a Fusion-Q-Former arm, not {cfg.model.arm!r}")
+        model.content.store = LiveTokenStore(raw, samples, cfg.encoder)
+    model = model.to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    n_train, n_total = model.count_parameters()
+    train_rows = samples.splits["train"]
+    perm = train_rows[epoch_permutation(len(train_rows), seed=cfg.train.seed, epoch=1)]
+    bs = cfg.train.batch_size
+    n_steps = spec["warmup"] + spec["steps"]
+    batches = [perm[(i * bs) % max(len(perm) - bs, 1):][:bs] for i in range(n_steps + 1)]
+    autocast = device.type == "cuda" and cfg.train.bf16
+
+    def step(rows: np.ndarray, *, update: bool = True) -> None:
+        batch = to_batch(samples, rows, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(batch)
+        loss, _, _ = compute_loss(out, batch["label"], cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if update:
+            optimizer.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    # step 1: warm-up (allocator, autotuning, lazy init), then the memory baseline
+    for rows in batches[:spec["warmup"]]:
+        step(rows)
+    sync()
+    rss_before = _rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        alloc_before = torch.cuda.memory_allocated(device) / 2**20
+    # step 2: timed steps (median)
+    times = []
+    for rows in batches[spec["warmup"]:n_steps]:
+        sync()
+        t0 = time.perf_counter()
+        step(rows)
+        sync()
+        times.append(time.perf_counter() - t0)
+    out: dict[str, Any] = {}
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        out.update(peak_memory_mb=peak, step_memory_mb=peak - alloc_before, memory_kind="cuda_max_allocated")
+    else:
+        peak = _maxrss_mb()
+        out.update(peak_memory_mb=peak, step_memory_mb=max(peak - rss_before, 0.0), memory_kind="cpu_maxrss")
+    # step 3: FLOPs of one forward+backward on a fresh batch (no optimiser update: weights unchanged)
+    flops = count_flops(lambda: step(batches[n_steps], update=False))
+    hist = torch.as_tensor(samples.history[batches[0]])
+    unique = int(torch.unique(torch.cat([torch.as_tensor(samples.item[batches[0]]), hist.flatten()])).numel())
+    median = statistics.median(times)
+    out.update(step_ms=median * 1000, step_ms_all=[t * 1000 for t in times], samples_per_s=bs / median,
+               flops=flops, achieved_flops_per_s=flops / median, params_trainable=n_train, params_total=n_total,
+               history_params_trainable=model.history_trainable_parameters(), batch_size=bs,
+               unique_items_per_batch=unique, device=str(device), threads=torch.get_num_threads())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(argv[0])
+    print("PROBE " + json.dumps(measure(spec)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The quality bench: every arm x ranker x seed through run_training, resumable, with a per-arm grid search.
+
+Order of work (so a partial session leaves the most useful table): for each ranker, each grid
+point, every arm at the first seed (the search; its winner *is* the table's first-seed run),
+then the remaining seeds with each (arm, ranker)'s chosen point. Every run is tagged with
+the bench group and its config hash; a run whose hash already FINISHED in the group is skipped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from em3.bench.runs import GROUP_TAG, HASH_TAG, KIND_TAG, RunRecord, config_hash, finished_by_hash
+from em3.bench.search import grid_points, pick_best
+from em3.config import ARMS, RANKERS, Config, flatten, preset, with_arm, with_overrides
+
+QUICK_MOVIELENS = {"train.epochs": 1, "train.max_steps_per_epoch": 20}
+QUICK_SYNTHETIC = {"train.epochs": 1, "train.max_steps_per_epoch": 3}
+ROLE_TAG = "em3.bench_role"
+POINT_TAG = "em3.bench_point"
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """What the quality bench trains: a base config, the arms, rankers, seeds and the search grid."""
+
+    base: Config
+    arms: tuple[str, ...] = tuple(ARMS)
+    rankers: tuple[str, ...] = RANKERS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    grid: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def points(self) -> list[dict[str, str]]:
+        return grid_points(self.grid, known=flatten(self.base))
+
+    @property
+    def group(self) -> str:
+        """The MLflow group: a hash of the base config and the grid (not of arms/seeds, so sessions can add them)."""
+        key = {**flatten(self.base), "__grid__": json.dumps({k: list(v) for k, v in sorted(self.grid.items())})}
+        return f"bench-quality-{config_hash(key)[:10]}"
+
+    def config(self, arm: str, ranker: str, seed: int, point: Mapping[str, str]) -> Config:
+        cfg = with_arm(self.base, arm)
+        return with_overrides(cfg, {"model.ranker.kind": ranker, "train.seed": seed, **point})
+
+
+def base_config(*, data: str = "movielens", quick: bool = False, sets: Mapping[str, str] | None = None) -> Config:
+    """The bench's base config: the movielens preset (or tiny synthetic), shrunk by --quick, then --set."""
+    cfg = preset("tiny" if data == "synthetic" else "movielens")
+    if quick:
+        cfg = with_overrides(cfg, QUICK_SYNTHETIC if data == "synthetic" else QUICK_MOVIELENS)
+    return with_overrides(cfg, dict(sets or {}))
+
+
+@dataclass
+class Cell:
+    """One (arm, ranker) of the table: its search candidates, chosen point and per-seed runs."""
+
+    arm: str
+    ranker: str
+    searched: int                                   # grid points finished (of len(spec.points))
+    chosen: dict[str, str] | None
+    runs: dict[int, RunRecord] = field(default_factory=dict)   # seed -> finished run
+
+
+def collect(spec: QualitySpec, done: Mapping[str, RunRecord] | None = None) -> list[Cell]:
+    """The table's cells from the store: what is finished, what the search chose, what is missing."""
+    done = finished_by_hash(spec.group) if done is None else done
+    points, first = spec.points, spec.seeds[0]
+    cells = []
+    for ranker in spec.rankers:
+        for arm in spec.arms:
+            cand = [(p, done[h].metrics.get("val/auc", float("nan")))
+                    for p in points if (h := config_hash(spec.config(arm, ranker, first, p))) in done]
+            chosen = pick_best(cand) if len(points) > 1 else points[0]
+            cell = Cell(arm=arm, ranker=ranker, searched=len(cand), chosen=chosen)
+            if chosen is not None:
+                for seed in spec.seeds:
+                    rec = done.get(config_hash(spec.config(arm, ranker, seed, chosen)))
+                    if rec is not None:
+                        cell.runs[seed] = rec
+            cells.append(cell)
+    return cells
+
+
+def planned_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[str, Config]]:
+    """The runs still to do, in order, as (role, config): search points at the first seed, then seeds."""
+    todo: list[tuple[str, Config]] = []
+    points, first = spec.points, spec.seeds[0]
+    # Point-major within a ranker: every arm at the first point (the defaults) before any second point,
+    # so a partial session still compares every arm.
+    for ranker in spec.rankers:
+        for p in points:
+            for arm in spec.arms:
+                cfg = spec.config(arm, ranker, first, p)
+                if config_hash(cfg) not in done:
+                    todo.append(("search" if len(points) > 1 else "table", cfg))
+    return todo
+
+
+def later_seed_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[str, Config]]:
+    """Runs of the remaining seeds for every cell whose search is complete."""
+    todo = []
+    n = len(spec.points)
+    for seed in spec.seeds[1:]:
+        for cell in collect(spec, done):
+            if cell.chosen is None or cell.searched < n:
+                continue
+            cfg = spec.config(cell.arm, cell.ranker, seed, cell.chosen)
+            if config_hash(cfg) not in done:
+                todo.append(("table", cfg))
+    return todo
+
+
+def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
+                after_run: Callable[[], None] | None = None, budget_s: float = 0.0,
+                shard: tuple[int, int] = (0, 1), train: Callable[..., object] | None = None,
+                finished: Callable[[], Mapping[str, RunRecord]] | None = None) -> int:
+    """Train every missing run of the spec (search first, then seeds); returns how many runs were trained.
+
+    `after_run` is called after each run (the CLI rewrites the table there); `budget_s` > 0 stops
+    starting new runs after that many seconds. `shard=(k, n)` trains only the runs whose config hash
+    is k mod n, so n processes can share one store. `train`/`finished` default to run_training and
+    the MLflow group (em3.bench.offline swaps in a JSON store). A failed run is logged and left for
+    the next call.
+    """
+    if train is None:
+        from em3.training.run import run_training as train
+    finished = finished or (lambda: finished_by_hash(spec.group))
+    start = time.perf_counter()
+    trained = 0
+    failed: set[str] = set()   # tried and failed in this call: left for the next call
+    for stage in (planned_runs, later_seed_runs):
+        while True:
+            done = finished()
+            todo = [(r, c) for r, c in stage(spec, done)
+                    if (h := config_hash(c)) not in failed and int(h, 16) % shard[1] == shard[0]]
+            if not todo:
+                break
+            if budget_s and time.perf_counter() - start > budget_s:
+                log(f"budget of {budget_s:.0f} s spent; {len(todo)}+ runs left for the next call")
+                return trained
+            role, cfg = todo[0]
+            h = config_hash(cfg)
+            name = f"{cfg.model.arm}-{cfg.model.ranker.kind}-s{cfg.train.seed}"
+            point = {k: str(v) for k, v in flatten(cfg).items() if k in spec.grid}
+            log(f"[{time.strftime('%H:%M:%S')}] {role} {name} {point or ''} ({len(todo)} left in this stage)")
+            t0 = time.perf_counter()
+            tags = {GROUP_TAG: spec.group, KIND_TAG: "ctr", HASH_TAG: h, ROLE_TAG: role,
+                    POINT_TAG: json.dumps(point, sort_keys=True)}
+            try:
+                result = train(cfg, tags=tags, run_name=name)
+            except Exception as e:  # noqa: BLE001 - one failed run must not stop the bench
+                log(f"  FAILED {name}: {type(e).__name__}: {e}")
+                failed.add(h)
+                continue
+            trained += 1
+            m = getattr(result, "metrics", {})
+            log(f"  {getattr(result, 'status', '?')} in {time.perf_counter() - t0:.0f} s: val AUC "
+                f"{m.get('val/auc', float('nan')):.4f}, test AUC {m.get('test/auc', float('nan')):.4f}, "
+                f"cold AUC {m.get('test_cold/auc', float('nan')):.4f}, best epoch {m.get('best_epoch', 0):.0f}")
+            if after_run is not None:
+                after_run()
+    return trained
+
+
+def parse_list(text: str, choices: Sequence[str], name: str) -> tuple[str, ...]:
+    """A comma list checked against the allowed choices (the error names the flag and the bad value)."""
+    from em3.config import ConfigError
+
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in values if v not in choices]
+    if bad or not values:
+        raise ConfigError(f"{name}: unknown value {bad[0] if bad else text!r}; expected from {', '.join(choices)}")
+    return values

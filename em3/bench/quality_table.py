@@ -1,0 +1,117 @@
+"""The quality table: cells (arm x ranker, seeds) rendered as markdown with deltas, noise calls and a figure."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from em3.bench.quality import Cell, QualitySpec
+from em3.bench.report import IMG_DIR, bar_chart, fmt_pm, mean_std
+from em3.bench.search import describe_grid
+
+SPLIT_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc", "test_cold/logloss")
+SECTION = "## Quality (MovieLens-100K, CTR)"
+FIGURE = "bench_quality_auc.png"
+
+
+def cell_stats(cell: Cell, key: str) -> tuple[float, float]:
+    return mean_std([r.metrics.get(key, float("nan")) for r in cell.runs.values()])
+
+
+def delta(a: Cell | None, b: Cell | None, key: str) -> tuple[float, bool | None]:
+    """(mean(a) - mean(b), within noise?) where noise = |Δ| < 2 × the larger std; None when unknowable."""
+    if a is None or b is None or not a.runs or not b.runs:
+        return float("nan"), None
+    (ma, sa), (mb, sb) = cell_stats(a, key), cell_stats(b, key)
+    d = ma - mb
+    stds = [s for s in (sa, sb) if s == s]
+    if len(stds) < 2:
+        return d, None
+    return d, abs(d) < 2 * max(stds)
+
+
+def fmt_delta(d: float, noise: bool | None) -> str:
+    if d != d:
+        return "–"
+    tag = "" if noise is None else (" (noise)" if noise else " **")
+    return f"{d:+.4f}{tag}"
+
+
+def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: str,
+           figure: Path | None = None) -> str:
+    """The generated block of the quality section: notes, the table, the deltas, the figure, what is missing."""
+    n_seeds, n_points = len(spec.seeds), len(spec.points)
+    by = {(c.arm, c.ranker): c for c in cells}
+    done = sum(len(c.runs) for c in cells)
+    lines = [
+        f"Command: `{command}`  ",
+        f"Machine: {machine}.  ",
+        f"MLflow group `{spec.group}` (tags `em3.kind=ctr`, `em3.config_hash`); re-running the command resumes it.  ",
+        f"Progress: **{done} of {len(cells) * n_seeds}** table runs finished "
+        f"({len(cells)} arm×ranker cells × {n_seeds} seeds).",
+        "",
+        f"Base: `{spec.base.data.source}`, L = {spec.base.data.max_history}, batch {spec.base.train.batch_size}, "
+        f"≤ {spec.base.train.epochs} epochs with early stopping on val AUC (patience {spec.base.train.patience}), "
+        f"image `{spec.base.encoder.image_encoder}`, text `{spec.base.encoder.text_encoder}` "
+        f"({spec.base.encoder.text_layers} layers), Fusion-Q-Former D = {spec.base.model.fusion.dim}, "
+        f"N_q = {spec.base.model.fusion.num_queries}.  ",
+        f"Search (validation only, seed {spec.seeds[0]}, the same {n_points} point(s) for every arm × ranker): "
+        f"{describe_grid(spec.grid)}; the point with the best val AUC is used for every seed.",
+        "",
+        "| arm | ranker | seeds | chosen | test AUC | test gAUC | test logloss | cold AUC | cold gAUC | cold logloss "
+        "| ΔAUC vs id_only | ΔAUC vs em3 | Δcold AUC vs id_only | Δcold AUC vs em3 | epochs to best | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        stats = [fmt_pm(*cell_stats(c, k)) for k in SPLIT_METRICS]
+        ref_id, ref_em3 = by.get(("id_only", c.ranker)), by.get(("em3", c.ranker))
+        deltas = [fmt_delta(*delta(c, ref, key)) if ref is not c else ("0" if c.runs else "–")
+                  for key in ("test/auc", "test_cold/auc") for ref in (ref_id, ref_em3)]
+        # order: test vs id_only, test vs em3, cold vs id_only, cold vs em3
+        chosen = "–" if c.chosen is None else (", ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(c.chosen.items()))
+                                                or "defaults")
+        search = "" if c.searched >= n_points else f" (search {c.searched}/{n_points})"
+        epochs = fmt_pm(*cell_stats(c, "best_epoch"), digits=1)
+        secs = fmt_pm(*cell_stats(c, "time/train_seconds"), digits=0)
+        lines.append(f"| {c.arm} | {c.ranker} | {len(c.runs)}/{n_seeds}{search} | {chosen} | " + " | ".join(stats)
+                     + " | " + " | ".join(deltas) + f" | {epochs} | {secs} |")
+    lines += [
+        "",
+        "Δ = difference of means; **(noise)** = |Δ| < 2 × the larger std of the two cells (not a difference); "
+        "** = beyond 2 std; no tag = fewer than 2 seeds on a side, so noise cannot be judged yet. "
+        "logloss mostly measures calibration (the positive rate drifts between splits); compare it within a column.",
+    ]
+    where: dict[str, int] = {}
+    for c in cells:
+        for r in c.runs.values():
+            dev = r.tags.get("em3.gpu") or r.tags.get("em3.device", "?")
+            origin = " (trained offline, imported)" if "em3.imported_from" in r.tags else ""
+            where[dev + origin] = where.get(dev + origin, 0) + 1
+    if where:
+        lines += ["", "Where the finished runs trained: " + "; ".join(f"{n} on {d}" for d, n in sorted(where.items()))
+                  + ". Train seconds are only comparable between runs on the same device."]
+    missing = [f"{c.arm}/{c.ranker} ({len(c.runs)}/{n_seeds})" for c in cells if len(c.runs) < n_seeds]
+    if missing:
+        lines += ["", f"Still missing: {', '.join(missing)}."]
+    if figure is not None:
+        lines += ["", f"![test and test-cold AUC per arm](img/{figure.name})"]
+    return "\n".join(lines)
+
+
+def figure(cells: Sequence[Cell], *, path: Path = IMG_DIR / FIGURE) -> Path | None:
+    """Bar chart of test and test-cold AUC (mean ± std over seeds) per arm, one bar per ranker × split."""
+    arms = list(dict.fromkeys(c.arm for c in cells))
+    rankers = list(dict.fromkeys(c.ranker for c in cells))
+    by = {(c.arm, c.ranker): c for c in cells}
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    lo = 1.0
+    for ranker in rankers:
+        for key, label in (("test/auc", "test"), ("test_cold/auc", "cold")):
+            stats = [cell_stats(by[(a, ranker)], key) for a in arms]
+            if all(m != m for m, _ in stats):
+                continue
+            series[f"{ranker} {label}"] = ([0.0 if m != m else m for m, _ in stats], [s for _, s in stats])
+            lo = min([lo] + [m for m, _ in stats if m == m])
+    if not series:
+        return None
+    return bar_chart(arms, series, path=path, ylabel="AUC (mean ± std over seeds)",
+                     title="MovieLens-100K: test and test-cold AUC per arm", ylim=(max(0.0, lo - 0.05), None))

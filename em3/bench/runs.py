@@ -1,0 +1,67 @@
+"""The bench's view of the MLflow store: config hashes (the resume key) and the runs of a bench group."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from em3.config import Config, flatten
+
+HASH_TAG = "em3.config_hash"
+GROUP_TAG = "em3.group"
+KIND_TAG = "em3.kind"
+
+
+def config_hash(cfg: Config | dict[str, Any]) -> str:
+    """Short stable hash of the resolved, flattened config: two runs with the same hash are the same experiment."""
+    flat = flatten(cfg) if not isinstance(cfg, dict) else cfg
+    blob = json.dumps({k: str(v) for k, v in flat.items()}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunRecord:
+    """One logged run, as the bench tables need it."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def arm(self) -> str:
+        return self.tags.get("em3.arm", "")
+
+    @property
+    def ranker(self) -> str:
+        return self.tags.get("em3.ranker", "")
+
+
+def group_runs(group: str, *, kind: str | None = None, status: str | None = "FINISHED") -> list[RunRecord]:
+    """Every run tagged with this bench group (optionally of one kind and status), oldest first."""
+    from em3.training.tracking import client, experiment_id, retry   # lazy: offline benches run without MLflow
+    c = client()
+    exp = experiment_id(c)
+    filters = [f"tags.`{GROUP_TAG}` = '{group}'"]
+    if kind:
+        filters.append(f"tags.`{KIND_TAG}` = '{kind}'")
+    if status:
+        filters.append(f"attributes.status = '{status}'")
+    out: list[RunRecord] = []
+    token = None
+    while True:
+        page = retry(lambda: c.search_runs([exp], filter_string=" and ".join(filters), max_results=1000,
+                                           order_by=["attributes.start_time ASC"], page_token=token))
+        for r in page:
+            out.append(RunRecord(run_id=r.info.run_id, status=r.info.status, tags=dict(r.data.tags),
+                                 params=dict(r.data.params), metrics=dict(r.data.metrics)))
+        token = page.token
+        if not token:
+            return out
+
+
+def finished_by_hash(group: str) -> dict[str, RunRecord]:
+    """{config hash: the latest FINISHED run of that config} within a group: what a resumed bench skips."""
+    return {r.tags[HASH_TAG]: r for r in group_runs(group) if HASH_TAG in r.tags}

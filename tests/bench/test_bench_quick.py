@@ -1,0 +1,98 @@
+"""Both quick benches end to end on the tiny synthetic preset, so the bench code cannot rot (no timing asserts)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from em3.bench import quality, quality_table
+from em3.bench.cli import efficiency_main, quality_main
+from em3.bench.efficiency import base_config as eff_base
+from em3.bench.efficiency import run_efficiency, variant_config
+from em3.bench.runs import group_runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_quality_trains_every_cell_then_resumes(fresh_store: Path, tmp_path: Path, capsys):
+    argv = ["--quick", "--data", "synthetic", "--arms", "id_only,em3", "--rankers", "dcnv2", "--no-write"]
+    assert quality_main(argv) == 0
+    first = capsys.readouterr().out
+    assert "trained 2 run(s); table: 2/2 runs finished" in first
+    # Second call: every config hash already FINISHED in the group -> nothing trained.
+    assert quality_main(argv) == 0
+    assert "trained 0 run(s); table: 2/2 runs finished" in capsys.readouterr().out
+    spec = quality.QualitySpec(base=quality.base_config(data="synthetic", quick=True), arms=("id_only", "em3"),
+                               rankers=("dcnv2",), seeds=(0,))
+    runs = group_runs(spec.group)
+    assert len(runs) == 2 and {r.tags["em3.kind"] for r in runs} == {"ctr"}
+    cells = quality.collect(spec)
+    text = quality_table.render(spec, cells, command="c", machine="m", figure=quality_table.figure(
+        cells, path=tmp_path / "fig.png"))
+    for arm in ("id_only", "em3"):
+        assert f"| {arm} | dcnv2 | 1/1 |" in text
+    assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+def test_offline_records_import_as_runs(fresh_store: Path, tmp_path: Path, capsys):
+    off = tmp_path / "off"
+    argv = ["--quick", "--data", "synthetic", "--arms", "id_only", "--rankers", "din", "--no-write"]
+    assert quality_main([*argv, "--offline-dir", str(off)]) == 0
+    assert len(list(off.glob("*.json"))) == 1
+    assert quality_main([*argv, "--import-offline", str(off)]) == 0
+    out = capsys.readouterr().out
+    assert "imported 1 run record(s)" in out and "trained 0 run(s); table: 1/1" in out
+    runs = group_runs(quality.QualitySpec(base=quality.base_config(data="synthetic", quick=True)).group)
+    assert len(runs) == 1 and runs[0].tags["em3.imported_from"].startswith("offline:")
+    assert 0.0 <= runs[0].metrics["test/auc"] <= 1.0
+
+
+def test_quick_efficiency_rows_and_ratios(fresh_store: Path, tmp_path: Path):
+    out = tmp_path / "eff.json"
+    result = run_efficiency(data="synthetic", quick=True, sets={}, lengths=(5,), steps=1, warmup=1, device="cpu",
+                            write=False, command="c", log=lambda s: None, json_out=str(out),
+                            variants=("id_only", "lora", "lora, no dedup"))
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert set(rows) == {"id_only", "lora", "lora, no dedup"} and not any("error" in r for r in rows.values())
+    assert rows["id_only"]["step_ms_x"] == 1.0 and rows["id_only"]["params_total_x"] == 1.0
+    assert rows["lora"]["params_total_x"] > 1.0 and rows["lora"]["flops"] > rows["id_only"]["flops"] > 0
+    assert rows["lora"]["history_params_trainable"] > 0
+    # Dedup off encodes every history slot: more FLOPs than with dedup, same parameters.
+    assert rows["lora, no dedup"]["flops"] > rows["lora"]["flops"]
+    assert rows["lora, no dedup"]["params_total"] == rows["lora"]["params_total"]
+    assert json.loads(out.read_text())["rows"][0]["variant"] == "id_only"
+    runs = group_runs(result["group"], kind="efficiency")
+    assert len(runs) == 3
+    # The CLI renders a result file from elsewhere without measuring again.
+    from em3.bench import efficiency_table
+
+    md = efficiency_table.render(result, machine="m", figures=efficiency_table.figures(result, suffix="test",
+                                                                                  directory=tmp_path))
+    assert md.count("| 5 |") == 3
+    assert efficiency_main(["--from-json", str(out), "--no-write"]) == 0
+    assert len(group_runs(result["group"], kind="efficiency")) == 6
+
+
+def test_live_backbones_match_the_cached_tokens():
+    """The no-cache lever computes the same tokens as the feature cache (float16 storage aside)."""
+    from em3.bench.live_tokens import LiveTokenStore
+    from em3.data.cache import build_item_tokens
+    from em3.data.load import load_dataset
+    from em3.data.samples import build_samples
+    from em3.models.content import ItemTokenStore
+
+    cfg, _ = variant_config(eff_base(data="synthetic", sets={}, device="cpu"), "lora, live backbones", 5)
+    raw = load_dataset(cfg.data)
+    samples = build_samples(raw, cfg.data)
+    cached = ItemTokenStore(build_item_tokens(raw, samples, cfg.encoder, progress=False))
+    live = LiveTokenStore(raw, samples, cfg.encoder)
+    items = torch.tensor([0, 1, 2, samples.num_items])
+    for a, b in zip(live(items), cached(items)):
+        assert a.shape == b.shape
+        if a.dtype == torch.bool:
+            assert torch.equal(a, b)
+        else:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-2, rtol=2e-2)
