@@ -16,7 +16,7 @@ from typing import Any, Mapping, get_type_hints
 CONFIG_VERSION = 1
 
 SOURCES = ("synthetic", "movielens-100k", "files")
-SYNTHETIC_PRESETS = ("tiny", "demo")
+SYNTHETIC_PRESETS = ("tiny", "demo", "small")
 FUSION_MODES = ("selfattn", "blip2", "mean")
 MODALITIES = ("image", "text")
 HISTORY_STRATEGIES = ("lora", "shared", "frozen", "precomputed")
@@ -269,9 +269,12 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
         try:
-            return int(value)
-        except (TypeError, ValueError):
+            out = int(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+        if not -2**63 <= out < 2**63:   # seeds and sizes go to numpy/torch as int64
+            raise ConfigError(f"{name}: expected an integer within int64, got {out}")
+        return out
     if typ is float:
         if isinstance(value, bool):
             raise ConfigError(f"{name}: expected a number, got {value!r}")
@@ -279,8 +282,8 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
             out = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
-        if out != out:
-            raise ConfigError(f"{name}: expected a number, got NaN")
+        if out != out or out in (float("inf"), float("-inf")):
+            raise ConfigError(f"{name}: expected a finite number, got {out}")
         return out
     if typ is str:
         if not isinstance(value, str):
@@ -297,7 +300,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     unknown = [k for k in data if k not in names]
     if unknown:
         key = f"{prefix}{unknown[0]}"
-        close = difflib.get_close_matches(unknown[0], sorted(names), n=3)
+        close = difflib.get_close_matches(str(unknown[0]), sorted(names), n=3)
         hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
         raise ConfigError(f"{key}: unknown config key{hint}")
     kwargs = {}
@@ -344,7 +347,7 @@ def with_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     data = to_dict(cfg)
     for key, value in overrides.items():
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
+            close = difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"{key}: unknown config key{hint}")
         node = data
@@ -390,6 +393,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.source": "synthetic", "data.preset": "demo", "data.max_history": 20,
         "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 24,
         "train.epochs": 5, "train.batch_size": 512,
+    },
+    # Between the two: big enough that content visibly helps on cold items (tests/test_synthetic_signal.py).
+    "small": {
+        "data.source": "synthetic", "data.preset": "small", "data.max_history": 10,
+        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 24,
+        "model.fusion.dim": 32, "model.ranker.id_dim": 32, "model.ranker.mlp_hidden": (32,),
+        "model.ranker.attention_hidden": (16,), "train.epochs": 6, "train.batch_size": 256,
     },
     # Real data: MovieLens-100K with posters and the shared pretrained encoders.
     "movielens": {

@@ -33,7 +33,7 @@ from em3.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1          # bump when the layout or the token recipe changes
+CACHE_FORMAT = 2          # bump when the layout or the token recipe changes
 BATCH_SIZE = 64
 FALLBACK_IMAGE_SIZE = (224, 224)
 FLOAT16_MAX = float(np.finfo(np.float16).max)

@@ -36,7 +36,9 @@ class Size:
 
 
 SIZES = {"tiny": Size(items=200, users=100, impressions_per_user=50),
-         "demo": Size(items=3000, users=1000, impressions_per_user=100)}
+         "demo": Size(items=3000, users=1000, impressions_per_user=100),
+         # appended last: a preset's RNG stream is keyed on its index in this table
+         "small": Size(items=600, users=400, impressions_per_user=60)}
 SEGMENTS = 6            # taste prototypes users are drawn around
 INDIVIDUAL = 0.6        # std of a user's deviation from their segment prototype
 POP_WEIGHT = 0.3        # effect of popularity on the click logit

@@ -21,13 +21,18 @@ from em3.paths import resolve_image_encoder
 
 SCRATCH = "scratch"
 # Bump when the scratch architecture or its initialisation changes: it is part of the cache key.
-SCRATCH_IMAGE_VERSION = 1
+SCRATCH_IMAGE_VERSION = 2
 SCRATCH_IMAGE_SEED = 1234
-# Scratch MobileNetV2: 0.35 width, output stride 16 (a 64x64 image gives a 4x4 grid of 448-d tokens).
+# Scratch MobileNetV2: full width, only the stem and the first SCRATCH_IMAGE_BLOCKS inverted-residual
+# blocks (stride 8), then a 2x2 stride-2 patch conv to SCRATCH_IMAGE_DIM channels: overall stride 16,
+# so a 64x64 image gives a 4x4 grid of 448-d tokens.
 SCRATCH_IMAGE_CONFIG: dict[str, Any] = {
-    "depth_multiplier": 0.35, "output_stride": 16, "finegrained_output": False,
+    "depth_multiplier": 1.0, "output_stride": 16, "finegrained_output": False,
     "hidden_act": "relu", "image_size": 64,
 }
+SCRATCH_IMAGE_BLOCKS = 3
+SCRATCH_IMAGE_PATCH = 2
+SCRATCH_IMAGE_DIM = 448
 SCRATCH_RESIDUAL_SCALE = 0.05
 # Pixels -> [-1, 1], as the pretrained MobileNetV2 processor does.
 SCRATCH_MEAN = (0.5, 0.5, 0.5)
@@ -98,19 +103,26 @@ def _freeze(model: nn.Module) -> nn.Module:
 
 
 def build_scratch_image_model() -> nn.Module:
-    """A small, randomly initialised MobileNetV2, identical in every process (fixed seed, scoped RNG).
+    """A small, randomly initialised, shallow MobileNetV2, identical in every process (fixed seed, scoped RNG).
 
-    HF's default init (std 0.02) makes activations vanish to ~1e-25 through 17 blocks (zero in
-    float16); plain Kaiming init keeps the scale but the deep random stack blurs colour and shape.
-    Kaiming init with each residual branch scaled by 0.05 (Fixup-style, near-identity blocks) keeps
-    unit-scale features that still carry colour, shape and texture (tests/models/test_encoders.py).
+    A random network is no feature learner: every random layer mixes colour, shape and texture
+    further, and through the full 17-block stack linear probes recover little of them. So only the
+    stem and the first few blocks are kept, and the last 1x1 conv is replaced by a random 2x2
+    stride-2 patch conv that lifts each 2x2 cell to SCRATCH_IMAGE_DIM ReLU features (random
+    features keep local colour/edge information linearly readable). Kaiming init keeps unit scale
+    (HF's std 0.02 init vanishes); residual branches are scaled by 0.05 (near-identity blocks).
     """
     from transformers import MobileNetV2Config, MobileNetV2Model
+    from transformers.models.mobilenet_v2.modeling_mobilenet_v2 import MobileNetV2ConvLayer
 
     config = MobileNetV2Config(**SCRATCH_IMAGE_CONFIG)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SCRATCH_IMAGE_SEED)
         model = MobileNetV2Model(config, add_pooling_layer=False)
+        model.layer = model.layer[:SCRATCH_IMAGE_BLOCKS]
+        channels = model.layer[-1].reduce_1x1.convolution.out_channels
+        model.conv_1x1 = MobileNetV2ConvLayer(config, in_channels=channels, out_channels=SCRATCH_IMAGE_DIM,
+                                              kernel_size=SCRATCH_IMAGE_PATCH, stride=SCRATCH_IMAGE_PATCH)
         for name, module in model.named_modules():
             if isinstance(module, nn.Conv2d):
                 linear = name.endswith("reduce_1x1.convolution")  # projection convs have no activation
@@ -167,7 +179,8 @@ def image_encoder_identity(name: str) -> dict[str, Any]:
     """What the cache key records of an image encoder, without loading it (cheap)."""
     if name == SCRATCH:
         return {"name": SCRATCH, "version": SCRATCH_IMAGE_VERSION, "seed": SCRATCH_IMAGE_SEED,
-                "config": SCRATCH_IMAGE_CONFIG, "residual_scale": SCRATCH_RESIDUAL_SCALE}
+                "config": SCRATCH_IMAGE_CONFIG, "residual_scale": SCRATCH_RESIDUAL_SCALE,
+                "blocks": SCRATCH_IMAGE_BLOCKS, "patch": SCRATCH_IMAGE_PATCH, "dim": SCRATCH_IMAGE_DIM}
     return {"name": name, **local_model_identity(resolve_image_encoder(name))}
 
 

@@ -84,7 +84,7 @@ def test_layout_rows_follow_item_ids_and_missing_images_are_masked(enc):
     samples = fake_samples()
     tok = build_item_tokens(fake_raw(), samples, enc, progress=False)
     assert tok.image.shape == (7, 4, 448) and tok.image_grid == (2, 2)          # 32x32 -> 2x2 at stride 16
-    assert tok.text.shape == (7, 8, 64) and tok.image.dtype == np.float16 == tok.text.dtype
+    assert tok.text.shape == (7, 8, 128) and tok.image.dtype == np.float16 == tok.text.dtype
     assert isinstance(tok.image, np.memmap) and isinstance(tok.text, np.memmap)
     assert tok.image_mask.dtype == bool and tok.text_mask.shape == (7, 8)
     assert not tok.image_mask[0].any() and not tok.text_mask[0].any() and tok.text_tokens[0] == []
@@ -231,7 +231,7 @@ def test_synthetic_tiny_cache_end_to_end():
     samples = build_samples(raw, cfg.data)
     tok = build_item_tokens(raw, samples, cfg.encoder, progress=False)
     n = samples.num_items + 1
-    assert tok.image.shape == (n, 16, 448) and tok.text.shape == (n, cfg.encoder.max_text_len, 64)
+    assert tok.image.shape == (n, 16, 448) and tok.text.shape == (n, cfg.encoder.max_text_len, 128)
     assert tok.image_grid == (4, 4) and tok.missing_images == 0 and tok.image_mask[1:].all()
     again = build_item_tokens(raw, samples, cfg.encoder, progress=False)
     assert again.path == tok.path

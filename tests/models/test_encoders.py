@@ -80,7 +80,7 @@ def test_batchnorm_stays_in_eval_and_statistics_unchanged(scratch_image):
 def test_scratch_text_tokens_mask_and_words():
     enc = load_text_encoder("scratch", 2, corpus=CORPUS)
     states, mask, words = enc.encode(["A red circle", "purple thing, red"], max_len=8)
-    assert states.shape == (2, 8, 64) and mask.shape == (2, 8)
+    assert states.shape == (2, 8, 128) and mask.shape == (2, 8)
     assert words[0] == ["[CLS]", "a", "red", "circle", "[SEP]"]
     assert words[1] == ["[CLS]", "[UNK]", "[UNK]", ",", "red", "[SEP]"]         # unseen words -> [UNK]
     assert mask.sum(1).tolist() == [5, 6]
@@ -137,14 +137,21 @@ def _probe(features: np.ndarray, labels: np.ndarray) -> float:
         return float(cross_val_score(clf, features, labels, cv=4).mean())
 
 
+# Mean-pooled linear-probe accuracy (4-fold) each attribute must beat the majority class by, on the
+# `small` preset's 600 items. Measured with the v2 scratch encoders: shape 0.52, colour 0.74, pattern 0.66
+# (majority ~0.2-0.26), genre 0.90, mood 0.98; the v1 encoders (17 random MobileNetV2 blocks, BERT
+# hidden 64) gave about shape 0.38, colour 0.58, pattern 0.48, genre 0.58, mood 0.75 on 500 items.
+PROBE_MARGIN = {"shape": 0.25, "colour": 0.4, "pattern": 0.3, "genre": 0.6, "mood": 0.6}
+
+
 @pytest.mark.slow
 def test_linear_probe_on_scratch_tokens_recovers_synthetic_attributes():
     from em3.data.cache import build_item_tokens
     from em3.data.samples import build_samples
     from em3.data.synthetic import generate
 
-    cfg = preset("tiny")
-    raw = generate("tiny", 0)
+    cfg = preset("small")
+    raw = generate("small", 0)
     samples = build_samples(raw, cfg.data)
     tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False)
     items = raw.items.set_index("item_id").loc[samples.item_ids]
@@ -155,8 +162,9 @@ def test_linear_probe_on_scratch_tokens_recovers_synthetic_attributes():
         chance = items[attr].value_counts(normalize=True).max()
         own, other = (image, text) if modality[attr] == "image" else (text, image)
         acc = _probe(own, labels)
-        assert acc > chance + 0.1, f"{attr}: probe on {modality[attr]} tokens {acc:.2f}, majority class {chance:.2f}"
-        assert acc > _probe(other, labels), f"{attr}: the other modality should not know it better"
+        assert acc > chance + PROBE_MARGIN[attr], \
+            f"{attr}: probe on {modality[attr]} tokens {acc:.2f}, majority class {chance:.2f}"
+        assert _probe(other, labels) < chance + 0.15, f"{attr}: the other modality should not know it"
 
 
 # ---- the shared pretrained encoders ---------------------------------------------------------------
