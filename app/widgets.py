@@ -47,6 +47,22 @@ def explain_or_info(table: pd.DataFrame, path: str) -> pd.DataFrame | None:
     return found
 
 
+def explained_runs_or_stop(path: str) -> pd.DataFrame:
+    """Finished runs holding explain artifact `path`; stops the page with a note saying what is missing."""
+    table = runs_or_info()
+    found = None if table is None else explain_or_info(table, path)
+    if found is None:
+        st.stop()
+    return found
+
+
+def pick_explained_run(path: str, *, key: str) -> pd.Series:
+    """A run picker over the runs holding `path`, with the chosen run's status note."""
+    run = run_picker(explained_runs_or_stop(path), label="Run", key=key)
+    run_status_note(run)
+    return run
+
+
 def mlflow_link(experiment_id: str, run_id: str) -> None:
     st.markdown(f"[Open run `{run_id[:8]}` in the MLflow UI]({store.ui_url(experiment_id, run_id)})",
                 help=store.MLFLOW_UI_HINT)

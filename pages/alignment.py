@@ -14,12 +14,7 @@ from em3.evaluation.views_alignment import link_segments, pair_cosines, project_
 st.title(":material/join_inner: Content vs ID alignment")
 st.caption("CIC pulls each item's content embedding towards its own ID embedding: linked pairs get shorter, "
            "matched cosines move right of the random ones.")
-table = widgets.runs_or_info()
-if table is None:
-    st.stop()
-found = widgets.explain_or_info(table, "explain/embeddings.npz")
-if found is None:
-    st.stop()
+found = widgets.explained_runs_or_stop("explain/embeddings.npz")
 c = st.columns([1, 1, 1])
 method = c[0].radio("Projection", ["pca", "tsne"], horizontal=True, key="al-method",
                     format_func={"pca": "PCA", "tsne": "t-SNE"}.get)

@@ -9,14 +9,7 @@ from app.run_data import run_data
 from em3.evaluation.views_attention import overlay, shaded_tokens_html, split_attention
 
 st.title(":material/visibility: Attention")
-table = widgets.runs_or_info()
-if table is None:
-    st.stop()
-found = widgets.explain_or_info(table, "explain/fusion_attention.npz")
-if found is None:
-    st.stop()
-run = widgets.run_picker(found, label="Run", key="att-run")
-widgets.run_status_note(run)
+run = widgets.pick_explained_run("explain/fusion_attention.npz", key="att-run")
 uri, rid = store.uri(), run["run_id"]
 att = store.artifact_npz(uri, rid, "explain/fusion_attention.npz")
 if att is None or not {"items", "attention", "image_grid", "Ti"} <= set(att):

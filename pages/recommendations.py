@@ -9,14 +9,7 @@ from app.run_data import run_data
 from em3.evaluation.views_user import test_positives, user_history, user_index, user_test_auc
 
 st.title(":material/movie: Recommendations")
-table = widgets.runs_or_info()
-if table is None:
-    st.stop()
-found = widgets.explain_or_info(table, "explain/recommendations.json")
-if found is None:
-    st.stop()
-run = widgets.run_picker(found, label="Run", key="rec-run")
-widgets.run_status_note(run)
+run = widgets.pick_explained_run("explain/recommendations.json", key="rec-run")
 recs = store.artifact_json(store.uri(), run["run_id"], "explain/recommendations.json") or {}
 if not recs:
     st.info("explain/recommendations.json is empty or unreadable.")
