@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = (REPO.parent / "shared").resolve()
@@ -24,6 +25,15 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"needs ../shared/{'/'.join(parts)} (pretrained models and MovieLens live there; absent on a fresh clone)")
     return p
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test runs torch on one thread. Small CPU batches: on a shared 2-core box, two spinning intra-op threads run ~100x slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

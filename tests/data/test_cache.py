@@ -25,13 +25,6 @@ MISSING, UNREADABLE = 12, 13
 
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small CPU batches: on a shared 2-core box, two spinning intra-op threads run ~100x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def fake_raw(*, fingerprint: str = "fp-1", image_size: tuple[int, int] = (32, 32)) -> RawDataset:
     items = pd.DataFrame({"item_id": ITEM_IDS, "title": [f"title{i}" for i in ITEM_IDS],

@@ -16,13 +16,6 @@ CORPUS = ["A red circle with stripes.", "Blue square, dotted!", "a green star", 
 
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Small CPU batches: on a shared 2-core box, two spinning intra-op threads run ~100x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def scratch_image() -> ImageEncoder:
