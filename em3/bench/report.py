@@ -101,6 +101,13 @@ def bar_chart(groups: Sequence[str], series: dict[str, tuple[list[float], list[f
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, ax, path)
+
+
+def _save(fig, ax, path: Path) -> Path:
+    """Legend, tight layout, PNG at `path` (parents created), figure closed."""
+    import matplotlib.pyplot as plt
+
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,9 +135,4 @@ def loglog_chart(lines: dict[str, tuple[list[float], list[float]]], *, path: Pat
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
