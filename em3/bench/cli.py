@@ -33,6 +33,9 @@ def quality_parser() -> argparse.ArgumentParser:
                    help="train only the runs whose config hash is K mod N (N processes sharing one store)")
     p.add_argument("--offline-dir", default="", help="train without MLflow into this directory of JSON records "
                    "(for a machine without MLflow); implies --no-write")
+    p.add_argument("--workers", type=int, default=1, help="with --offline-dir: train in this many processes that "
+                   "share out the runs (claim files in the directory); for a GPU the small runs leave idle")
+    p.add_argument("--pool-worker", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--import-offline", default="", metavar="DIR",
                    help="first copy the JSON records of DIR (from --offline-dir elsewhere) into MLflow")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table from what MLflow holds")
@@ -41,7 +44,7 @@ def quality_parser() -> argparse.ArgumentParser:
 
 # Flags that change how a call runs, not what the table is: left out of the command the table names.
 _RUN_FLAGS = {"--table-only": 0, "--no-write": 0, "--budget-minutes": 1, "--shard": 1, "--offline-dir": 1,
-              "--import-offline": 1}
+              "--import-offline": 1, "--workers": 1, "--pool-worker": 1}
 
 
 def _table_args(argv: list[str]) -> list[str]:
@@ -78,6 +81,10 @@ def quality_main(argv: list[str] | None = None) -> int:
         k, n = (int(v) for v in args.shard.split("/"))
         if not 0 <= k < n:
             raise ValueError(f"--shard {args.shard!r}: expected K/N with 0 <= K < N")
+        if args.workers < 1:
+            raise ValueError(f"--workers {args.workers}: expected >= 1")
+        if args.workers > 1 and not args.offline_dir:
+            raise ValueError("--workers needs --offline-dir (the pool shares out runs through its claim files)")
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -98,12 +105,17 @@ def quality_main(argv: list[str] | None = None) -> int:
     log = lambda s: print(s, flush=True)   # noqa: E731
     try:
         if args.offline_dir:
-            from em3.bench.offline import OfflineStore, offline_trainer
+            from em3.bench.offline import OfflineStore, offline_trainer, run_pool
 
             store = OfflineStore(args.offline_dir)
+            if args.workers > 1:
+                return run_pool(list(argv if argv is not None else sys.argv[1:]), args.workers, store, log=log)
+            if args.pool_worker >= 0:
+                log = lambda s, w=args.pool_worker: print(f"[w{w}] {s}", flush=True)   # noqa: E731
             trained = quality.run_quality(spec, log=log, budget_s=args.budget_minutes * 60, shard=(k, n),
-                                          train=offline_trainer(store), finished=store.finished)
-            print(f"trained {trained} run(s) into {args.offline_dir}")
+                                          train=offline_trainer(store), finished=store.finished,
+                                          claims=store if args.pool_worker >= 0 else None)
+            print(f"trained {trained} run(s) into {args.offline_dir}", flush=True)
             return 0
         if args.import_offline:
             from em3.bench.offline import import_records

@@ -46,6 +46,31 @@ class OfflineStore:
                                          params={}, metrics=rec["metrics"])
         return out
 
+    def claim(self, h: str) -> bool:
+        """Take the run with config hash `h` for this process (atomic create); False when another process holds it."""
+        try:
+            fd = os.open(self.root / f"{h}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        return True
+
+    def release(self, h: str) -> None:
+        """Give a claimed run back (it failed): the next call may try it again."""
+        (self.root / f"{h}.claim").unlink(missing_ok=True)
+
+    def pending(self) -> int:
+        """Runs claimed by some process and not yet finished (in progress elsewhere)."""
+        return sum(1 for p in self.root.glob("*.claim") if not p.with_suffix(".json").exists())
+
+    def clear_claims(self) -> int:
+        """Drop every claim (a new pool starts: claims of an earlier, killed pool are stale)."""
+        stale = list(self.root.glob("*.claim"))
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)
+
     def save(self, record: dict[str, Any]) -> Path:
         path = self.root / f"{record['hash']}.json"
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -95,6 +120,45 @@ def offline_trainer(store: OfflineStore):
         return OfflineResult(run_id=record["hash"], status="FINISHED", metrics=metrics)
 
     return train
+
+
+def run_pool(argv: list[str], workers: int, store: OfflineStore, *, log=print) -> int:
+    """Run `python -m em3 bench quality ARGV` in `workers` processes sharing `store` through claim files.
+
+    Stale claims (of a pool that was killed) are dropped first. If this process is stopped
+    (SIGTERM from `timeout`, Ctrl-C), it stops its workers too, so their finished records stay
+    and nothing keeps running behind the caller's back. Returns the worst exit status.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    dropped = store.clear_claims()
+    if dropped:
+        log(f"dropped {dropped} stale claim(s) in {store.root}")
+    base = [a for i, a in enumerate(argv) if a != "--workers" and not a.startswith("--workers=")
+            and (i == 0 or argv[i - 1] != "--workers")]
+    cmd = [sys.executable, "-m", "em3", "bench", "quality", *base]
+    procs = [subprocess.Popen([*cmd, "--pool-worker", str(w)]) for w in range(workers)]
+    log(f"pool of {workers} workers on {store.root} (pids {' '.join(str(p.pid) for p in procs)})")
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        log(f"pool stopped; {len(store.finished())} record(s) in {store.root}")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    log(f"pool done: exit codes {codes}; {len(store.finished())} record(s) in {store.root}")
+    return max(codes)
 
 
 def import_records(root: Path, *, origin: str, log=print) -> int:

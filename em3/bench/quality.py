@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from em3.bench.runs import GROUP_TAG, HASH_TAG, KIND_TAG, RunRecord, config_hash, finished_by_hash
 from em3.bench.search import grid_points, pick_best
@@ -118,14 +118,17 @@ def later_seed_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tu
 def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
                 after_run: Callable[[], None] | None = None, budget_s: float = 0.0,
                 shard: tuple[int, int] = (0, 1), train: Callable[..., object] | None = None,
-                finished: Callable[[], Mapping[str, RunRecord]] | None = None) -> int:
+                finished: Callable[[], Mapping[str, RunRecord]] | None = None,
+                claims: Claims | None = None, poll_s: float = 5.0) -> int:
     """Train every missing run of the spec (search first, then seeds); returns how many runs were trained.
 
     `after_run` is called after each run (the CLI rewrites the table there); `budget_s` > 0 stops
     starting new runs after that many seconds. `shard=(k, n)` trains only the runs whose config hash
     is k mod n, so n processes can share one store. `train`/`finished` default to run_training and
     the MLflow group (em3.bench.offline swaps in a JSON store). A failed run is logged and left for
-    the next call.
+    the next call. With `claims` (a pool of processes sharing one store), a run is trained only by
+    the process that claims it; when nothing is left to claim but runs are still in progress
+    elsewhere, the process waits for them (their results may open up later seeds) instead of exiting.
     """
     if train is None:
         from em3.training.run import run_training as train
@@ -133,18 +136,32 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
     start = time.perf_counter()
     trained = 0
     failed: set[str] = set()   # tried and failed in this call: left for the next call
+    taken: set[str] = set()    # claimed by another process of the pool
+    waiting = False
     for stage in (planned_runs, later_seed_runs):
         while True:
             done = finished()
             todo = [(r, c) for r, c in stage(spec, done)
-                    if (h := config_hash(c)) not in failed and int(h, 16) % shard[1] == shard[0]]
+                    if (h := config_hash(c)) not in failed | taken and int(h, 16) % shard[1] == shard[0]]
             if not todo:
+                if stage is later_seed_runs and claims is not None:
+                    if claims.pending() > 0:        # runs in progress elsewhere may open up later seeds
+                        taken.clear()               # (or fail and be released): wait, then look again
+                        waiting = True
+                        time.sleep(poll_s)
+                        continue
+                    if waiting:                     # the last of them finished since `done` was read
+                        waiting = False
+                        continue
                 break
             if budget_s and time.perf_counter() - start > budget_s:
                 log(f"budget of {budget_s:.0f} s spent; {len(todo)}+ runs left for the next call")
                 return trained
             role, cfg = todo[0]
             h = config_hash(cfg)
+            if claims is not None and not claims.claim(h):
+                taken.add(h)
+                continue
             name = f"{cfg.model.arm}-{cfg.model.ranker.kind}-s{cfg.train.seed}"
             point = {k: str(v) for k, v in flatten(cfg).items() if k in spec.grid}
             log(f"[{time.strftime('%H:%M:%S')}] {role} {name} {point or ''} ({len(todo)} left in this stage)")
@@ -156,6 +173,8 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
             except Exception as e:  # noqa: BLE001 - one failed run must not stop the bench
                 log(f"  FAILED {name}: {type(e).__name__}: {e}")
                 failed.add(h)
+                if claims is not None:
+                    claims.release(h)
                 continue
             trained += 1
             m = getattr(result, "metrics", {})
@@ -165,6 +184,14 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
             if after_run is not None:
                 after_run()
     return trained
+
+
+class Claims(Protocol):
+    """How the processes of a pool share out runs (em3.bench.offline.OfflineStore implements it)."""
+
+    def claim(self, h: str) -> bool: ...
+    def release(self, h: str) -> None: ...
+    def pending(self) -> int: ...
 
 
 def parse_list(text: str, choices: Sequence[str], name: str) -> tuple[str, ...]:

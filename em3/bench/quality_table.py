@@ -44,7 +44,7 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
     done = sum(len(c.runs) for c in cells)
     lines = [
         f"Command: `{command}`  ",
-        f"Machine: {machine}.  ",
+        f"Table written on: {machine} (each run's training device is listed under the table).  ",
         f"MLflow group `{spec.group}` (tags `em3.kind=ctr`, `em3.config_hash`); re-running the command resumes it.  ",
         f"Progress: **{done} of {len(cells) * n_seeds}** table runs finished "
         f"({len(cells)} arm×ranker cells × {n_seeds} seeds).",

@@ -50,6 +50,19 @@ def test_offline_records_import_as_runs(fresh_store: Path, tmp_path: Path, capsy
     assert 0.0 <= runs[0].metrics["test/auc"] <= 1.0
 
 
+def test_offline_pool_of_workers_trains_each_run_once(fresh_store: Path, tmp_path: Path, capsys):
+    off = tmp_path / "off"
+    off.mkdir()
+    (off / "deadbeef.claim").write_text("1\n")          # a stale claim of a killed pool
+    argv = ["--quick", "--data", "synthetic", "--arms", "id_only,em3", "--rankers", "din", "--no-write",
+            "--offline-dir", str(off)]
+    assert quality_main([*argv, "--workers", "2"]) == 0
+    records = [json.loads(p.read_text()) for p in off.glob("*.json")]
+    assert sorted(r["run_name"] for r in records) == ["em3-din-s0", "id_only-din-s0"]
+    assert len(list(off.glob("*.claim"))) == 2 and not (off / "deadbeef.claim").exists()
+    assert "dropped 1 stale claim" in capsys.readouterr().out
+
+
 def test_quick_efficiency_rows_and_ratios(fresh_store: Path, tmp_path: Path):
     out = tmp_path / "eff.json"
     result = run_efficiency(data="synthetic", quick=True, sets={}, lengths=(5,), steps=1, warmup=1, device="cpu",

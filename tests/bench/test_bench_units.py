@@ -71,6 +71,54 @@ def test_search_then_seeds_resumes_and_shards(tmp_path: Path):
     assert quality.run_quality(spec, log=lambda s: None, train=train, finished=store.finished) == 0
 
 
+class OtherProcess:
+    """Claims of a pool in which another process holds `held` and finishes it after one poll."""
+
+    def __init__(self, store: OfflineStore, held: str, record: dict):
+        self.store, self.held, self.record, self.polls = store, held, record, 0
+        assert store.claim(held)
+
+    def claim(self, h: str) -> bool:
+        return self.store.claim(h)
+
+    def release(self, h: str) -> None:
+        self.store.release(h)
+
+    def pending(self) -> int:
+        self.polls += 1
+        if self.polls > 1 and not (self.store.root / f"{self.held}.json").exists():
+            self.store.save(self.record)            # the other process finishes its run
+        return self.store.pending()
+
+
+def test_pool_claims_share_out_runs_and_wait_for_the_others(tmp_path: Path):
+    spec = _spec()
+    store = OfflineStore(tmp_path / "off")
+    train = FakeTrain(store)
+    first = quality.planned_runs(spec, {})
+    h = config_hash(first[0][1])
+    other = OtherProcess(store, h, {"hash": h, "tags": {"em3.config_hash": h}, "config": {}, "history": {},
+                                    "metrics": {"val/auc": 0.9, "test/auc": 0.6, "best_epoch": 1.0}})
+    quality.run_quality(spec, log=lambda s: None, train=train, finished=store.finished, claims=other, poll_s=0.0)
+    # This process trained every run but the one the other process held, and it did not exit while that
+    # run was in progress: the later seed of that cell depends on it and was trained here after it finished.
+    assert len(train.calls) == 5 and other.polls >= 2
+    assert len(store.finished()) == 6 and store.pending() == 0
+    assert all(len(c.runs) == 2 for c in quality.collect(spec, store.finished()))
+    assert store.clear_claims() == 6 and not list(store.root.glob("*.claim"))
+
+
+def test_a_failed_claimed_run_is_released(tmp_path: Path):
+    store = OfflineStore(tmp_path / "off")
+
+    def broken(cfg, *, tags, run_name):
+        raise RuntimeError("boom")
+
+    quality.run_quality(_spec(), log=lambda s: None, train=broken, finished=store.finished, claims=store, poll_s=0.0)
+    assert not list(store.root.glob("*.claim"))     # nothing left claimed: the next call may retry
+    assert store.claim("abc") and not store.claim("abc")
+
+
 def test_failed_run_is_skipped_not_retried_forever(tmp_path: Path):
     spec = _spec()
     store = OfflineStore(tmp_path / "off")
