@@ -9,8 +9,8 @@
 # copies the records into MLflow and writes the table (see docs/RESULTS.md).
 #
 # Usage, from the repo root:  OUT=/path DEADLINE_S=540 WORKERS=12 [SYNTHETIC=0] bash scripts/gpu_bench.sh
-# Needs .device/ (git-ignored; the recipe is in docs/RESULTS.md, "GPU runs"): the MovieLens files and
-# the two encoders, small enough to travel. DEVICE=cpu and a short DEADLINE_S rehearse it on a laptop.
+# Needs .device/ (git-ignored; `python scripts/make_device_bundle.py` builds it from ../shared): the
+# MovieLens files and the two encoders, small enough to travel (carry [".device"]). DEVICE=cpu and a short DEADLINE_S rehearse it on a laptop.
 set -u
 : "${OUT:?set OUT to the directory the results go to}"
 DEADLINE_S=${DEADLINE_S:-540}
