@@ -391,15 +391,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The dashboard's default: a few thousand items, ~1k users, ~100k impressions.
     "demo": {
         "data.source": "synthetic", "data.preset": "demo", "data.max_history": 20,
-        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 24,
+        # a synthetic text is at most 12 tokens (synthetic/2), so 16 wastes nothing and truncates nothing
+        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 16,
         "train.epochs": 5, "train.batch_size": 512,
     },
     # Between the two: big enough that content visibly helps on cold items (tests/test_synthetic_signal.py).
     "small": {
         "data.source": "synthetic", "data.preset": "small", "data.max_history": 10,
-        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 24,
+        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 16,
         "model.fusion.dim": 32, "model.ranker.id_dim": 32, "model.ranker.mlp_hidden": (32,),
-        "model.ranker.attention_hidden": (16,), "train.epochs": 6, "train.batch_size": 256,
+        "model.ranker.attention_hidden": (16,), "train.epochs": 6, "train.batch_size": 512,   # demo's batch
     },
     # Real data: MovieLens-100K with posters and the shared pretrained encoders.
     "movielens": {

@@ -51,7 +51,8 @@ def item_text(genre: str, mood: str, *, rng: np.random.Generator) -> tuple[str, 
     """(title, text) of one item: a neutral title, then a description mixing attribute words with filler."""
     title = f"{rng.choice(TITLE_ADJ)} {rng.choice(TITLE_NOUN)}"
     words = [str(rng.choice(TEXT_WORDS["genre"][genre])), str(rng.choice(TEXT_WORDS["mood"][mood]))]
-    words += [str(w) for w in rng.choice(FILLER, size=int(rng.integers(4, 9)))]
+    # 1-3 filler words (4-8 in synthetic/1, where they drowned the two attribute words)
+    words += [str(w) for w in rng.choice(FILLER, size=int(rng.integers(1, 4)))]
     rng.shuffle(words)
     return title, f"{title}. A {' '.join(words)}."
 
