@@ -249,7 +249,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _coerce(value: Any, typ: Any, name: str) -> Any:
+def coerce_value(value: Any, typ: Any, name: str) -> Any:
     """Convert a JSON/YAML/CLI value to the field's declared type, or raise naming the field."""
     origin = getattr(typ, "__origin__", None)
     if origin is tuple:
@@ -258,7 +258,7 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}: expected a list, got {value!r}")
         inner = typ.__args__[0]
-        return tuple(_coerce(v, inner, name) for v in value)
+        return tuple(coerce_value(v, inner, name) for v in value)
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -311,7 +311,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         if is_dataclass(typ):
             kwargs[f.name] = _build(typ, data[f.name], f"{prefix}{f.name}.")
         else:
-            kwargs[f.name] = _coerce(data[f.name], typ, f"{prefix}{f.name}")
+            kwargs[f.name] = coerce_value(data[f.name], typ, f"{prefix}{f.name}")
     return cls(**kwargs)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from em3.config import EncoderConfig
-from em3.data.cache import _item_texts, read_image, resolve_image_size
+from em3.data.cache import item_texts, read_image, resolve_image_size
 from em3.data.schema import RawDataset, SampleSet
 from em3.models.encoders import load_image_encoder, load_text_encoder
 
@@ -26,7 +26,7 @@ class LiveTokenStore(nn.Module):
     def __init__(self, raw: RawDataset, samples: SampleSet, enc: EncoderConfig):
         super().__init__()
         size = resolve_image_size(raw, samples, enc)
-        texts = _item_texts(raw, np.asarray(samples.item_ids))
+        texts = item_texts(raw, np.asarray(samples.item_ids))
         self.image_enc = load_image_encoder(enc.image_encoder)
         self.text_enc = load_text_encoder(enc.text_encoder, enc.text_layers, corpus=texts)
         # Registered so .to(device) moves the backbones with the model; they stay frozen.

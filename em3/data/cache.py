@@ -180,8 +180,6 @@ def item_texts(raw: RawDataset, item_ids: np.ndarray) -> list[str]:
     return [item_text(t, d) for t, d in zip(rows["title"], rows["text"])]
 
 
-_item_texts = item_texts  # the name em3/bench/live_tokens.py imports
-
 
 def _write(tmp: Path, raw: RawDataset, samples: SampleSet, enc: EncoderConfig, *, size: tuple[int, int],
            inputs: dict[str, Any], progress: bool, on_batch: Callable[[int, int], None] | None) -> None:

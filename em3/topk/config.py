@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from em3.config import ConfigError, _coerce
+from em3.config import ConfigError, coerce_value
 
 TOPK_MODELS = ("vbpr", "lightgcn", "freedom", "em3_freedom")
 CONTENT_INPUTS = ("pooled", "tokens")
@@ -97,7 +97,7 @@ def from_dict(data: Mapping[str, Any]) -> TopKConfig:
         hint = f"; did you mean {', '.join('topk.' + c for c in close)}?" if close else ""
         raise ConfigError(f"topk.{unknown[0]}: unknown config key{hint}")
     hints = {"tuple[int, ...]": tuple[int, ...], "int": int, "float": float, "str": str, "bool": bool}
-    kwargs = {k: _coerce(v, hints[str(names[k].type)], f"topk.{k}") for k, v in data.items()}
+    kwargs = {k: coerce_value(v, hints[str(names[k].type)], f"topk.{k}") for k, v in data.items()}
     return TopKConfig(**kwargs)
 
 
