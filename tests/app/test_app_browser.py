@@ -128,6 +128,7 @@ def _set_number(driver, label: str, value: str) -> None:
     box = driver.find_element("css selector", f'input[aria-label="{label}"]')
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(value)
+    box.send_keys(Keys.TAB)     # commit the value now (a rerun), not on the Start click's blur
 
 
 def test_click_start_watch_it_finish_and_visit_every_page(server, browser, tmp_path):
@@ -141,8 +142,10 @@ def test_click_start_watch_it_finish_and_visit_every_page(server, browser, tmp_p
     _wait_value(d, "Epochs", "2", 30)          # the form now shows the tiny preset's defaults
     _set_number(d, "Epochs", "1")
     _set_number(d, "Max steps/epoch", "4")
+    time.sleep(0.5)
+    _idle(d, 120)               # on a loaded box the reruns of the edits can still be running
     _click(d, "//button[.//p[text()='Start']]")
-    _wait_text(d, "Queued job", 30)
+    _wait_text(d, "Queued job", 120)
     _wait_text(d, "Training loss (live)", 600)   # first start: imports + feature cache; minutes on a busy 2-core box
     _scroll_to(d, "Queue")
     _idle(d, 5)
