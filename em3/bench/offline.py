@@ -136,9 +136,8 @@ def run_pool(argv: list[str], workers: int, store: OfflineStore, *, log=print) -
     dropped = store.clear_claims()
     if dropped:
         log(f"dropped {dropped} stale claim(s) in {store.root}")
-    base = [a for i, a in enumerate(argv) if a != "--workers" and not a.startswith("--workers=")
-            and (i == 0 or argv[i - 1] != "--workers")]
-    cmd = [sys.executable, "-m", "em3", "bench", "quality", *base]
+    # The same arguments; argparse keeps the last value of a repeated flag, so each worker is a pool of one.
+    cmd = [sys.executable, "-m", "em3", "bench", "quality", *argv, "--workers", "1"]
     procs = [subprocess.Popen([*cmd, "--pool-worker", str(w)]) for w in range(workers)]
     log(f"pool of {workers} workers on {store.root} (pids {' '.join(str(p.pid) for p in procs)})")
 

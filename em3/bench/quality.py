@@ -140,9 +140,9 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
     waiting = False
     for stage in (planned_runs, later_seed_runs):
         while True:
-            done = finished()
+            done, skip = finished(), failed | taken
             todo = [(r, c) for r, c in stage(spec, done)
-                    if (h := config_hash(c)) not in failed | taken and int(h, 16) % shard[1] == shard[0]]
+                    if (h := config_hash(c)) not in skip and int(h, 16) % shard[1] == shard[0]]
             if not todo:
                 if stage is later_seed_runs and claims is not None:
                     if claims.pending() > 0:        # runs in progress elsewhere may open up later seeds

@@ -180,7 +180,6 @@ def item_texts(raw: RawDataset, item_ids: np.ndarray) -> list[str]:
     return [item_text(t, d) for t, d in zip(rows["title"], rows["text"])]
 
 
-
 def _write(tmp: Path, raw: RawDataset, samples: SampleSet, enc: EncoderConfig, *, size: tuple[int, int],
            inputs: dict[str, Any], progress: bool, on_batch: Callable[[int, int], None] | None) -> None:
     from em3.models.encoders import load_image_encoder, load_text_encoder
