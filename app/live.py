@@ -82,7 +82,7 @@ def job_card(job: dict[str, Any], *, key: str, expanded: bool) -> None:
         if found:
             widgets.mlflow_link(*found)
         if job["state"] == FINISHED and job["metrics"]:
-            shown = {k: v for k, v in job["metrics"].items() if k.split("/")[0] in ("test", "test_cold", "val")}
+            shown = {k: v for k, v in job["metrics"].items() if k.split("/")[0] in ("test", "test_cold", "val", "val_cold")}
             st.dataframe(pd.DataFrame([shown]), hide_index=True)
 
 

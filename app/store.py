@@ -26,7 +26,7 @@ MLFLOW_UI_HINT = "Start the MLflow UI with `mlflow ui --backend-store-uri sqlite
 TAGS = ("em3.arm", "em3.ranker", "em3.dataset", "em3.group", "em3.kind", "em3.error",
         "em3.config_version", "em3.device", "em3.job", "em3.interrupted")
 SUMMARY_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc",
-                   "test_cold/logloss", "val/auc", "best_epoch", "time/train_seconds")
+                   "test_cold/logloss", "val/auc", "val_cold/auc", "best_epoch", "time/train_seconds")
 
 
 def uri() -> str:

@@ -60,6 +60,9 @@ class DataConfig:
     val_frac: float = field(default=0.1, metadata=_help("Per-user chronological share of events for validation."))
     test_frac: float = field(default=0.1, metadata=_help("Per-user chronological share of events for test."))
     cold_item_frac: float = field(default=0.1, metadata=_help("Share of items withheld as cold (test_cold only)."))
+    val_cold_item_frac: float = field(default=0.0, metadata=_help(
+        "Share of items withheld as cold for validation (val_cold only), drawn from the items that are not "
+        "test-cold; 0 = no val_cold split. Lets content settings be chosen on cold items without test."))
     split_seed: int = field(default=0, metadata=_help("Seed of the cold-item draw and the synthetic generator."))
 
     def __post_init__(self) -> None:
@@ -69,7 +72,7 @@ class DataConfig:
         _check(self.rating_min < self.positive_threshold <= self.rating_max, "data.positive_threshold",
                f"must lie in ({self.rating_min}, {self.rating_max}], got {self.positive_threshold}")
         _positive(self, "max_history", prefix="data")
-        for n in ("val_frac", "test_frac", "cold_item_frac"):
+        for n in ("val_frac", "test_frac", "cold_item_frac", "val_cold_item_frac"):
             _check(0.0 <= getattr(self, n) < 0.5, f"data.{n}", f"must be in [0, 0.5), got {getattr(self, n)}")
 
 
@@ -393,6 +396,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.source": "synthetic", "data.preset": "demo", "data.max_history": 20,
         # a synthetic text is at most 12 tokens (synthetic/2), so 16 wastes nothing and truncates nothing
         "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 16,
+        # a cold validation split, so content settings can be chosen on cold items without test
+        "data.val_cold_item_frac": 0.1,
+        # model sizes chosen on val_cold AUC over {these, the library defaults D 64 / id 64 / MLP 128,64 /
+        # attention 64}: every content arm chose these (docs/RESULTS.md, "Synthetic sanity check")
+        "model.fusion.dim": 32, "model.ranker.id_dim": 32, "model.ranker.mlp_hidden": (32,),
+        "model.ranker.attention_hidden": (16,),
         "train.epochs": 5, "train.batch_size": 512,
     },
     # Between the two: big enough that content visibly helps on cold items (tests/test_synthetic_signal.py).

@@ -59,7 +59,7 @@ for i, key in enumerate(picked):
 # final metrics with reference lines where metric and protocol match
 st.subheader("Final metrics")
 finals = pd.DataFrame({labels[r["run_id"]]: r["_metrics"] for _, r in sel.iterrows()}).T
-final_keys = [k for k in finals.columns if k.split("/")[0] in ("test", "test_cold", "val", "perf", "params", "time")
+final_keys = [k for k in finals.columns if k.split("/")[0] in ("test", "test_cold", "val", "val_cold", "perf", "params", "time")
               or k == "best_epoch"]
 if final_keys:
     st.dataframe(finals[sorted(final_keys)].T, width="stretch")

@@ -90,6 +90,7 @@ def test_yaml_config_file_is_merged_strictly(tmp_path, capsys):
 def test_train_in_process_then_recommend(capsys):
     assert train.main(["--arm", "id_only", "--json", *QUICK]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "val_cold" not in out                                      # no such split unless asked for
     assert recommend.main(["--run-id", out["run_id"], "--user", "7", "-k", "5", "--json"]) == 0
     recs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert recs["user"] == "7" and len(recs["items"]) == 5
@@ -100,6 +101,13 @@ def test_train_in_process_then_recommend(capsys):
     assert out["run_id"] in err and "unknown user 'no-such-user'" in err
     assert recommend.main(["--run-id", "0" * 32, "--user", "7"]) == 1
     assert "0" * 32 in capsys.readouterr().err
+
+
+def test_val_cold_split_is_evaluated_and_reported(capsys):
+    assert train.main(["--arm", "id_only", "--json", *QUICK, "--set", "data.val_cold_item_frac=0.1"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out["val_cold"]) == {"auc", "gauc", "logloss"}
+    assert 0.0 < out["val_cold"]["auc"] < 1.0 and out["val_cold"]["logloss"] > 0.0
 
 
 def test_ablate_runs_a_tagged_grid_and_prints_mean_std(capsys):

@@ -13,10 +13,16 @@ GROUP_TAG = "em3.group"
 KIND_TAG = "em3.kind"
 
 
+# Config fields added after bench runs were logged, with the value that reproduces the old behaviour.
+# At that value a field stays out of the hash, so runs logged before it existed are still found.
+ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0"}
+
+
 def config_hash(cfg: Config | dict[str, Any]) -> str:
     """Short stable hash of the resolved, flattened config: two runs with the same hash are the same experiment."""
     flat = flatten(cfg) if not isinstance(cfg, dict) else cfg
-    blob = json.dumps({k: str(v) for k, v in flat.items()}, sort_keys=True)
+    kept = {k: str(v) for k, v in flat.items() if ADDED_LATER.get(k) != str(v)}
+    blob = json.dumps(kept, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

@@ -18,7 +18,7 @@ from em3.config import ARMS, RANKERS, SOURCES, SYNTHETIC_PRESETS, Config, Config
     to_dict, with_arm, with_overrides
 from em3.errors import EM3Error
 
-SPLITS = ("val", "test", "test_cold")
+SPLITS = ("val", "val_cold", "test", "test_cold")
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -79,7 +79,9 @@ def result_json(result: Any) -> dict[str, Any]:
     """The --json line: run id, status, per-split metrics, train seconds, peak memory."""
     out: dict[str, Any] = {"run_id": result.run_id, "status": result.status}
     for split in SPLITS:
-        out[split] = {k.split("/", 1)[1]: _clean(v) for k, v in result.metrics.items() if k.startswith(split + "/")}
+        found = {k.split("/", 1)[1]: _clean(v) for k, v in result.metrics.items() if k.startswith(split + "/")}
+        if found or split != "val_cold":                  # val_cold only where the data has one
+            out[split] = found
     out["train_seconds"] = _clean(result.train_seconds)
     out["peak_memory_mb"] = _clean(result.peak_memory_mb)
     out["error"] = result.error
@@ -115,7 +117,8 @@ def format_result(result: Any) -> str:
              f"peak {result.peak_memory_mb:.0f} MB)"]
     for split in SPLITS:
         parts = [f"{k.split('/', 1)[1]} {v:.4f}" for k, v in result.metrics.items() if k.startswith(split + "/")]
-        lines.append(f"  {split:<9} " + "  ".join(parts))
+        if parts or split != "val_cold":
+            lines.append(f"  {split:<9} " + "  ".join(parts))
     return "\n".join(lines)
 
 

@@ -6,7 +6,10 @@ The protocol (docs EM3_NOTES "Evaluation protocol"):
   (same timestamp = not earlier), most recent last, the last L kept, 0-padded on the left;
 - each user's events in time order (ties keep file order): first 80% train, next 10% val, last 10% test;
 - cold items (cfg.cold_item_frac of the items, drawn with cfg.split_seed): none of their events is a
-  train/val/test target; all their events form test_cold; their ID row is UNKNOWN_ID everywhere.
+  train/val/test target; all their events form test_cold; their ID row is UNKNOWN_ID everywhere;
+- validation-cold items (cfg.val_cold_item_frac of the items, drawn from the rest with the same seed;
+  only when > 0): the same treatment, their events form val_cold. The test-cold draw does not depend
+  on them, so adding a val_cold split leaves test_cold as it was.
 Shape letters as in schema.py: N samples, L history length, I items.
 """
 from __future__ import annotations
@@ -86,6 +89,16 @@ def draw_cold_items(num_items: int, frac: float, *, seed: int) -> np.ndarray:
     return np.sort(rng.choice(np.arange(1, num_items + 1), size=n_cold, replace=False)).astype(np.int64)
 
 
+def draw_val_cold_items(num_items: int, frac: float, test_cold: np.ndarray, *, seed: int) -> np.ndarray:
+    """Sorted item indices withheld as validation-cold: round(frac * I) of the items not in test_cold."""
+    n_cold = int(round(frac * num_items))
+    rest = np.setdiff1d(np.arange(1, num_items + 1), test_cold)
+    if n_cold > len(rest):
+        raise DataError(f"data.val_cold_item_frac={frac}: asks for {n_cold} items but only {len(rest)} are not test-cold")
+    rng = np.random.default_rng([seed, 1])                            # a stream of its own: test_cold unchanged
+    return np.sort(rng.choice(rest, size=n_cold, replace=False)).astype(np.int64)
+
+
 def build_samples(raw: RawDataset, cfg: DataConfig) -> SampleSet:
     """Index, label, split and attach histories to every interaction of raw, per the module docstring."""
     # step 1: index items (row order of raw.items) and users (sorted ids)
@@ -106,15 +119,20 @@ def build_samples(raw: RawDataset, cfg: DataConfig) -> SampleSet:
 
     # step 3: per-user chronological split, cold items out of every warm split
     num_items = len(item_ids)
-    cold = draw_cold_items(num_items, cfg.cold_item_frac, seed=cfg.split_seed)
+    test_cold = draw_cold_items(num_items, cfg.cold_item_frac, seed=cfg.split_seed)
+    val_cold = (draw_val_cold_items(num_items, cfg.val_cold_item_frac, test_cold, seed=cfg.split_seed)
+                if cfg.val_cold_item_frac > 0 else np.zeros(0, dtype=np.int64))
+    cold = np.union1d(test_cold, val_cold)
     is_cold = np.isin(item, cold)
     pos, train_end, val_end = _split_positions(user, cfg)
     splits = {
         "train": np.flatnonzero((pos < train_end) & ~is_cold),
         "val": np.flatnonzero((pos >= train_end) & (pos < val_end) & ~is_cold),
         "test": np.flatnonzero((pos >= val_end) & ~is_cold),
-        "test_cold": np.flatnonzero(is_cold),
+        "test_cold": np.flatnonzero(np.isin(item, test_cold)),
     }
+    if cfg.val_cold_item_frac > 0:
+        splits["val_cold"] = np.flatnonzero(np.isin(item, val_cold))
 
     # step 4: histories and ID rows (0 pad, 1 unknown = every cold item, 2.. warm items)
     history, history_len = _histories(user, timestamp, item, label, cfg.max_history)

@@ -49,7 +49,7 @@ class SampleSet:
     user_ids: np.ndarray                        # (U,) original user_id of user index u
     id_index: np.ndarray                        # (I+1,) int64 ID row of each item index
     num_id_rows: int                            # rows of the item-ID table (incl. pad and unknown)
-    cold_items: np.ndarray                      # (C,) item indices withheld as cold
+    cold_items: np.ndarray                      # (C,) item indices withheld as cold (test- and val-cold)
     user: np.ndarray                            # (N,) int64 user index
     item: np.ndarray                            # (N,) int64 item index, 1..I
     label: np.ndarray                           # (N,) float32 0/1
@@ -57,5 +57,5 @@ class SampleSet:
     timestamp: np.ndarray                       # (N,) int64
     history: np.ndarray                         # (N, L) int64 earlier positive item indices, most recent last, 0-padded left
     history_len: np.ndarray                     # (N,) int64 real entries in history
-    splits: dict[str, np.ndarray]               # "train", "val", "test", "test_cold" -> row indices
+    splits: dict[str, np.ndarray]               # "train", "val", "test", "test_cold" [, "val_cold"] -> row indices
     item_attributes: pd.DataFrame               # (I+1 rows, index = item index) attribute columns + title, for plots

@@ -8,7 +8,7 @@ import numpy as np
 from em3.data.images import image_coverage
 from em3.data.schema import RawDataset, SampleSet
 
-SPLITS = ("train", "val", "test", "test_cold")
+SPLITS = ("train", "val", "val_cold", "test", "test_cold")   # val_cold only where the data has it
 
 
 def summarize(raw: RawDataset, samples: SampleSet, *, images: bool = True) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def summarize(raw: RawDataset, samples: SampleSet, *, images: bool = True) -> di
         "attributes": list(raw.attribute_columns),
         "splits": {s: {"samples": int(len(samples.splits[s])),
                        "positive_rate": float(samples.label[samples.splits[s]].mean())
-                       if len(samples.splits[s]) else float("nan")} for s in SPLITS},
+                       if len(samples.splits[s]) else float("nan")} for s in SPLITS if s in samples.splits},
         "history": {
             "max_len": int(samples.history.shape[1]),
             "mean": float(lengths.mean()), "median": float(np.median(lengths)),
@@ -50,8 +50,8 @@ def format_summary(stats: dict[str, Any]) -> str:
         f"items          {stats['items']:,}  ({stats['cold_items']:,} cold, {stats['id_rows']:,} ID rows incl. pad+unknown)",
         f"interactions   {stats['interactions']:,}",
         f"positive rate  {stats['positive_rate']:.3f}",
-        "splits         " + "  ".join(f"{s} {stats['splits'][s]['samples']:,}" for s in SPLITS),
-        "positive rate  " + "  ".join(f"{s} {stats['splits'][s]['positive_rate']:.3f}" for s in SPLITS),
+        "splits         " + "  ".join(f"{s} {v['samples']:,}" for s, v in stats["splits"].items()),
+        "positive rate  " + "  ".join(f"{s} {v['positive_rate']:.3f}" for s, v in stats["splits"].items()),
         f"history (L={h['max_len']})  mean {h['mean']:.1f}  median {h['median']:.0f}  p90 {h['p90']:.0f}  "
         f"max {h['max']}  empty {100 * h['empty_share']:.1f}%",
     ]

@@ -12,7 +12,7 @@ from em3.data.schema import SampleSet
 from em3.evaluation.metrics import ctr_metrics
 from em3.training.batches import to_batch
 
-SPLITS = ("val", "test", "test_cold")
+SPLITS = ("val", "val_cold", "test", "test_cold")   # val_cold only where the data has it
 
 
 @torch.no_grad()
@@ -44,9 +44,9 @@ def evaluate_split(model: nn.Module, samples: SampleSet, split: str, *, batch_si
 
 def evaluate_splits(model: nn.Module, samples: SampleSet, *, batch_size: int, device: torch.device,
                     splits: tuple[str, ...] = SPLITS) -> dict[str, float]:
-    """{'val/auc': ..., 'test_cold/logloss': ...} over the named splits."""
+    """{'val/auc': ..., 'test_cold/logloss': ...} over the named splits the samples have."""
     out: dict[str, float] = {}
-    for split in splits:
+    for split in (s for s in splits if s in samples.splits):
         for name, value in evaluate_split(model, samples, split, batch_size=batch_size, device=device).items():
             out[f"{split}/{name}"] = value
     return out

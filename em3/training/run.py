@@ -165,7 +165,7 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
                          peak_memory_mb=summary["perf/peak_memory_mb"])
     metrics = dict(summary)
     if world.rank == 0:
-        hooks.progress(Progress(phase="eval", message="evaluating val, test, test_cold"))
+        hooks.progress(Progress(phase="eval", message="evaluating " + ", ".join(s for s in samples.splits if s != "train")))
         metrics.update(evaluate_splits(model, samples, batch_size=cfg.train.eval_batch_size, device=device))
         metrics.update(evaluate_topk(model, samples, k=cfg.train.topk, device=device))
         explain = write_all(model, samples, tokens, seed=cfg.train.seed, k=cfg.train.topk, device=device,

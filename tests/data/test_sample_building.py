@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from em3.config import DataConfig
-from em3.data.samples import build_samples, draw_cold_items
+from em3.data.samples import build_samples, draw_cold_items, draw_val_cold_items
 from em3.data.schema import PAD_INDEX, UNKNOWN_ID, RawDataset
 from em3.data.synthetic import generate
 from em3.errors import DataError
@@ -127,6 +127,32 @@ def test_cold_items_are_never_trained(tiny_samples):
     cold_rows = set(s.id_index[s.cold_items].tolist())
     assert cold_rows == {UNKNOWN_ID}
     assert s.item_attributes.shape[0] == s.num_items + 1 and set(raw.attribute_columns) <= set(s.item_attributes)
+
+
+def test_val_cold_split_is_its_own_cold_set_and_leaves_test_cold_alone(tiny_samples):
+    raw, plain = tiny_samples
+    assert "val_cold" not in plain.splits                              # only when asked for
+    s = build_samples(raw, DataConfig(max_history=10, split_seed=0, val_cold_item_frac=0.1))
+    assert np.array_equal(s.splits["test_cold"], plain.splits["test_cold"])   # same test-cold items and rows
+    val_cold = np.unique(s.item[s.splits["val_cold"]])
+    test_cold = np.unique(s.item[s.splits["test_cold"]])
+    assert len(np.intersect1d(val_cold, test_cold)) == 0
+    assert len(s.cold_items) == 40 and set(val_cold) | set(test_cold) <= set(s.cold_items.tolist())
+    assert (s.id_index[val_cold] == UNKNOWN_ID).all()                  # no ID row of their own
+    for k in ("train", "val", "test"):
+        assert not np.isin(s.item[s.splits[k]], val_cold).any()
+    all_rows = np.concatenate(list(s.splits.values()))
+    assert np.array_equal(np.sort(all_rows), np.arange(len(s.label)))  # still a partition
+    again = build_samples(raw, DataConfig(max_history=10, split_seed=0, val_cold_item_frac=0.1))
+    assert np.array_equal(again.splits["val_cold"], s.splits["val_cold"])
+
+
+def test_val_cold_draw_comes_from_the_rest_and_refuses_too_many():
+    test_cold = draw_cold_items(100, 0.1, seed=3)
+    v = draw_val_cold_items(100, 0.2, test_cold, seed=3)
+    assert len(v) == 20 and len(np.intersect1d(v, test_cold)) == 0
+    with pytest.raises(DataError, match="val_cold_item_frac=0.95"):
+        draw_val_cold_items(100, 0.95, test_cold, seed=3)
 
 
 def test_cold_draw_is_deterministic_and_seeded():
