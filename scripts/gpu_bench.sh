@@ -8,7 +8,10 @@
 #   python -m em3 bench quality --import-offline DIR --table-only
 # copies the records into MLflow and writes the table (see docs/RESULTS.md).
 #
-# Usage, from the repo root:  OUT=/path DEADLINE_S=540 WORKERS=12 [SYNTHETIC=0] bash scripts/gpu_bench.sh
+# Usage, from the repo root:  OUT=/path DEADLINE_S=540 WORKERS=12 [SYNTHETIC=0] [EFFICIENCY=0] bash scripts/gpu_bench.sh
+# Runs already finished at home travel as records in .device/quality_done/ (written by
+#   python -m em3 bench quality --export-offline .device/quality_done
+# ); the pool starts from them, so it trains only what is missing. EFFICIENCY=0 skips phase 3.
 # Needs .device/ (git-ignored; `python scripts/make_device_bundle.py` builds it from ../shared): the
 # MovieLens files and the two encoders, small enough to travel (carry [".device"]). DEVICE=cpu and a short DEADLINE_S rehearse it on a laptop.
 set -u
@@ -27,6 +30,8 @@ export EM3_TEXT_ENCODER=${EM3_TEXT_ENCODER:-$D/models/all-MiniLM-L6-v2-2layer-fp
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 QDIR=${QDIR:-/tmp/em3-quality}
 mkdir -p "$OUT" "$QDIR"
+if [ -d "$D/quality_done" ]; then cp -n "$D"/quality_done/*.json "$QDIR"/ 2>/dev/null; fi
+echo "quality records to start from: $(ls "$QDIR"/*.json 2>/dev/null | wc -l)"
 
 { date -u; nproc --all; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())"
@@ -47,7 +52,8 @@ print(f"data {t1 - t:.1f} s, tokens {time.perf_counter() - t1:.1f} s: image {tok
 EOF
 
 echo "== quality pool of $WORKERS + synthetic demo ($(left) s left)"
-QUALITY_S=$(( $(left) - ${EFFICIENCY_MIN_S:-150} ))
+EFFICIENCY=${EFFICIENCY:-1}
+QUALITY_S=$(( $(left) - ( EFFICIENCY == 1 ? ${EFFICIENCY_MIN_S:-150} : 20 ) ))
 timeout "$QUALITY_S" $PY -m em3 bench quality --offline-dir "$QDIR" --workers "$WORKERS" > "$OUT/quality.log" 2>&1 &
 QPID=$!
 if [ "${SYNTHETIC:-1}" = 1 ] && [ -f scripts/synthetic_signal.py ]; then
@@ -59,8 +65,10 @@ tail -n 25 "$OUT/quality.log"; tail -n 12 "$OUT/synthetic.log" 2>/dev/null
 tar czf "$OUT/quality_records.tgz" -C "$QDIR" --exclude='*.claim' --exclude='*.tmp*' .
 echo "quality records: $(ls "$QDIR"/*.json 2>/dev/null | wc -l)"
 
-echo "== efficiency ($(left) s left)"
-timeout $(( $(left) - 15 )) $PY -m em3 bench efficiency --device "$DEVICE" --no-track --no-write \
-  --lever-lengths 50 --json-out "$OUT/efficiency.json" > "$OUT/efficiency.log" 2>&1
-tail -n 40 "$OUT/efficiency.log"
+if [ "$EFFICIENCY" = 1 ]; then
+  echo "== efficiency ($(left) s left)"
+  timeout $(( $(left) - 15 )) $PY -m em3 bench efficiency --device "$DEVICE" --no-track --no-write \
+    --lever-lengths 50 --json-out "$OUT/efficiency.json" > "$OUT/efficiency.log" 2>&1
+  tail -n 40 "$OUT/efficiency.log"
+fi
 echo "== done in $(( $(date +%s) - T0 )) s"

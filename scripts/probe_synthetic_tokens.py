@@ -25,9 +25,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from em3.config import SYNTHETIC_PRESETS, preset  # noqa: E402
-from em3.data.cache import build_item_tokens  # noqa: E402
-from em3.data.samples import build_samples  # noqa: E402
-from em3.data.synthetic import generate  # noqa: E402
+from em3.data.prepare import prepare  # noqa: E402
 from em3.models.content import pooled_features  # noqa: E402
 
 
@@ -37,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = preset(args.preset)
-    raw = generate(args.preset, cfg.data.split_seed)
-    tokens = build_item_tokens(raw, build_samples(raw, cfg.data), cfg.encoder, progress=False)
-    truth = raw.ground_truth
+    data = prepare(cfg)
+    tokens, truth = data.tokens, data.raw.ground_truth
     codes, weight = truth["item_attributes"], truth["attribute_weight"]          # (I, A), (A,)
     names, modality = list(truth["attribute_names"]), list(truth["attribute_modality"])
     appeal_by_value = truth["user_tastes"].mean(axis=0)                         # (A, V)

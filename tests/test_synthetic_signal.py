@@ -2,8 +2,8 @@
 beats IDs on cold items by a wide margin, and beats either modality alone (the generator hides some
 attributes only in the picture and others only in the words).
 
-Runs the library's own path on the `small` synthetic preset: generate -> build_samples ->
-build_item_tokens (the seeded random scratch encoders, which never read the attributes) ->
+Runs the library's own path on the `small` synthetic preset: prepare (generate, build_samples,
+build_item_tokens with the seeded random scratch encoders, which never read the attributes) ->
 build_model -> fit -> evaluate_splits, with the preset's settings for every arm (same epochs,
 learning rates and early stopping). Measured numbers and the commands: docs/notes/synthetic_signal.md.
 """
@@ -13,9 +13,7 @@ import pytest
 import torch
 
 from em3.config import preset, with_overrides
-from em3.data.cache import build_item_tokens
-from em3.data.samples import build_samples
-from em3.data.synthetic import generate
+from em3.data.prepare import prepare
 from em3.evaluation.evaluate import evaluate_splits
 from em3.models.em3 import build_model
 from em3.training.fit import fit
@@ -30,10 +28,8 @@ MARGIN_MODALITY = 0.03      # em3 over each single-modality arm (measured >= 0.0
 
 @pytest.fixture(scope="module")
 def small():
-    cfg = preset("small")
-    raw = generate("small", cfg.data.split_seed)
-    samples = build_samples(raw, cfg.data)
-    return samples, build_item_tokens(raw, samples, cfg.encoder, progress=False)
+    data = prepare(preset("small"))          # the em3 arm: item tokens are built
+    return data.samples, data.tokens
 
 
 def _test_cold_auc(small, arm: str) -> float:

@@ -38,13 +38,16 @@ def quality_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-worker", type=int, default=-1, help=argparse.SUPPRESS)
     p.add_argument("--import-offline", default="", metavar="DIR",
                    help="first copy the JSON records of DIR (from --offline-dir elsewhere) into MLflow")
+    p.add_argument("--export-offline", default="", metavar="DIR",
+                   help="write the group's finished runs into DIR as records and stop, so an --offline-dir pool "
+                   "started on DIR elsewhere skips them")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table from what MLflow holds")
     return p
 
 
 # Flags that change how a call runs, not what the table is: left out of the command the table names.
 _RUN_FLAGS = {"--table-only": 0, "--no-write": 0, "--budget-minutes": 1, "--shard": 1, "--offline-dir": 1,
-              "--import-offline": 1, "--workers": 1, "--pool-worker": 1}
+              "--import-offline": 1, "--export-offline": 1, "--workers": 1, "--pool-worker": 1}
 
 
 def _table_args(argv: list[str]) -> list[str]:
@@ -95,7 +98,7 @@ def quality_main(argv: list[str] | None = None) -> int:
         cells = quality.collect(spec)
         if args.no_write:
             return
-        fig = quality_table.figure(cells)
+        fig = quality_table.figure(quality_table.settled(cells, len(spec.points)))
         body = quality_table.render(spec, cells, command=command.strip(), machine=machine, figure=fig)
         report.write_block(body, section=quality_table.SECTION, name="quality")
 
@@ -116,6 +119,11 @@ def quality_main(argv: list[str] | None = None) -> int:
                                           train=offline_trainer(store), finished=store.finished,
                                           claims=store if args.pool_worker >= 0 else None)
             print(f"trained {trained} run(s) into {args.offline_dir}", flush=True)
+            return 0
+        if args.export_offline:
+            from em3.bench.offline import export_records
+
+            export_records(spec.group, args.export_offline, log=log)
             return 0
         if args.import_offline:
             from em3.bench.offline import import_records

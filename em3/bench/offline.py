@@ -81,9 +81,7 @@ class OfflineStore:
 
 def offline_trainer(store: OfflineStore):
     """A `train(cfg, *, tags, run_name)` for run_quality that trains without MLflow and saves a record."""
-    from em3.data.cache import build_item_tokens
-    from em3.data.load import load_dataset
-    from em3.data.samples import build_samples
+    from em3.data.prepare import prepare
     from em3.evaluation.evaluate import evaluate_splits
     from em3.models.em3 import build_model
     from em3.training.distributed import resolve_device
@@ -91,11 +89,10 @@ def offline_trainer(store: OfflineStore):
 
     def train(cfg: Config, *, tags: dict[str, str], run_name: str) -> OfflineResult:
         device = resolve_device(cfg.train.device)
-        raw = load_dataset(cfg.data)
-        samples = build_samples(raw, cfg.data)
-        tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False) if cfg.model.use_content else None
+        data = prepare(cfg)
+        samples = data.samples
         torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg, samples=samples, tokens=tokens).to(device)
+        model = build_model(cfg, samples=samples, tokens=data.tokens).to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         history: dict[str, list[list[float]]] = {}
@@ -160,8 +157,28 @@ def run_pool(argv: list[str], workers: int, store: OfflineStore, *, log=print) -
     return max(codes)
 
 
+def export_records(group: str, root: Path | str, *, log=print) -> int:
+    """Write the group's FINISHED MLflow runs into `root` as records (hash, tags, metrics; no config or curves).
+
+    An offline pool started on that directory (e.g. on a GPU machine) then skips what is already done
+    here and can still choose each cell's search point from their val metrics. import_records never
+    copies these back (they carry `exported_from`).
+    """
+    from em3.bench.runs import finished_by_hash
+
+    store = OfflineStore(root)
+    n = 0
+    for h, rec in finished_by_hash(group).items():
+        store.save({"hash": h, "run_name": rec.tags.get("mlflow.runName", ""), "tags": rec.tags,
+                    "metrics": rec.metrics, "exported_from": rec.run_id})
+        n += 1
+    log(f"exported {n} finished run(s) of {group} into {root}")
+    return n
+
+
 def import_records(root: Path, *, origin: str, log=print) -> int:
-    """Copy every record under `root` into the local MLflow store; records whose hash FINISHED there are skipped."""
+    """Copy every record under `root` into the local MLflow store; records whose hash FINISHED there are skipped,
+    and so are records that came from an MLflow store in the first place (export_records)."""
     from mlflow.entities import Metric
 
     from em3.bench.runs import group_runs
@@ -171,6 +188,8 @@ def import_records(root: Path, *, origin: str, log=print) -> int:
     done_by_group: dict[str, set[str]] = {}
     for p in sorted(Path(root).glob("*.json")):
         rec = json.loads(p.read_text())
+        if "exported_from" in rec:
+            continue
         group = rec["tags"].get("em3.group", "")
         if group not in done_by_group:
             done_by_group[group] = {r.tags.get(HASH_TAG) for r in group_runs(group)}

@@ -33,9 +33,7 @@ def _maxrss_mb() -> float:
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """spec: config (to_dict), warmup, steps, live_backbones (bool). Returns the measurements."""
-    from em3.data.cache import build_item_tokens
-    from em3.data.load import load_dataset
-    from em3.data.samples import build_samples
+    from em3.data.prepare import prepare
     from em3.models.em3 import build_model
     from em3.training.batches import epoch_permutation, to_batch
     from em3.training.distributed import resolve_device
@@ -43,11 +41,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = from_dict(spec["config"])
     device = resolve_device(cfg.train.device)
-    raw = load_dataset(cfg.data)
-    samples = build_samples(raw, cfg.data)
-    tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False) if cfg.model.use_content else None
+    data = prepare(cfg)
+    raw, samples = data.raw, data.samples
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, samples=samples, tokens=tokens)
+    model = build_model(cfg, samples=samples, tokens=data.tokens)
     if spec.get("live_backbones"):
         from em3.bench.live_tokens import LiveTokenStore
 

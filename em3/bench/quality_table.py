@@ -1,6 +1,7 @@
 """The quality table: cells (arm x ranker, seeds) rendered as markdown with deltas, noise calls and a figure."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +12,12 @@ from em3.bench.search import describe_grid
 SPLIT_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc", "test_cold/logloss")
 SECTION = "## Quality (MovieLens-100K, CTR)"
 FIGURE = "bench_quality_auc.png"
+
+
+def settled(cells: Sequence[Cell], n_points: int) -> list[Cell]:
+    """The cells as the table shows them: a cell whose search is unfinished has no chosen point and no runs yet
+    (its best-so-far point may still lose to a point not yet trained)."""
+    return [c if c.searched >= n_points else replace(c, chosen=None, runs={}) for c in cells]
 
 
 def cell_stats(cell: Cell, key: str) -> tuple[float, float]:
@@ -40,6 +47,7 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
            figure: Path | None = None) -> str:
     """The generated block of the quality section: notes, the table, the deltas, the figure, what is missing."""
     n_seeds, n_points = len(spec.seeds), len(spec.points)
+    cells = settled(cells, n_points)
     by = {(c.arm, c.ranker): c for c in cells}
     done = sum(len(c.runs) for c in cells)
     lines = [
@@ -69,7 +77,7 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
         # order: test vs id_only, test vs em3, cold vs id_only, cold vs em3
         chosen = "–" if c.chosen is None else (", ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(c.chosen.items()))
                                                 or "defaults")
-        search = "" if c.searched >= n_points else f" (search {c.searched}/{n_points})"
+        search = "" if c.searched >= n_points else f" (search {c.searched}/{n_points}: not shown until complete)"
         epochs = fmt_pm(*cell_stats(c, "best_epoch"), digits=1)
         secs = fmt_pm(*cell_stats(c, "time/train_seconds"), digits=0)
         lines.append(f"| {c.arm} | {c.ranker} | {len(c.runs)}/{n_seeds}{search} | {chosen} | " + " | ".join(stats)

@@ -50,6 +50,24 @@ def test_offline_records_import_as_runs(fresh_store: Path, tmp_path: Path, capsy
     assert 0.0 <= runs[0].metrics["test/auc"] <= 1.0
 
 
+def test_exported_runs_are_skipped_offline_and_never_imported_back(fresh_store: Path, tmp_path: Path, capsys):
+    argv = ["--quick", "--data", "synthetic", "--arms", "id_only", "--rankers", "din", "--no-write"]
+    assert quality_main(argv) == 0                                     # one run in MLflow
+    off = tmp_path / "off"
+    assert quality_main([*argv, "--export-offline", str(off)]) == 0
+    (rec,) = [json.loads(p.read_text()) for p in off.glob("*.json")]
+    assert rec["exported_from"] and 0.0 <= rec["metrics"]["val/auc"] <= 1.0
+    capsys.readouterr()
+    assert quality_main([*argv, "--offline-dir", str(off)]) == 0      # the offline pool finds it done
+    assert "trained 0 run(s)" in capsys.readouterr().out
+    assert quality_main([*argv, "--arms", "id_only,precomputed", "--offline-dir", str(off)]) == 0
+    assert len(list(off.glob("*.json"))) == 2                          # only the missing arm was trained
+    assert quality_main([*argv, "--arms", "id_only,precomputed", "--import-offline", str(off)]) == 0
+    assert "imported 1 run record(s)" in capsys.readouterr().out       # the exported one is not copied back
+    group = quality.QualitySpec(base=quality.base_config(data="synthetic", quick=True)).group
+    assert sorted(r.tags["em3.arm"] for r in group_runs(group)) == ["id_only", "precomputed"]
+
+
 def test_offline_pool_of_workers_trains_each_run_once(fresh_store: Path, tmp_path: Path, capsys):
     off = tmp_path / "off"
     off.mkdir()

@@ -11,7 +11,15 @@ from em3.bench.offline import OfflineStore
 from em3.bench.report import mean_std, write_block
 from em3.bench.runs import RunRecord, config_hash
 from em3.bench.search import grid_points, parse_grid, pick_best
-from em3.config import ConfigError, flatten, preset
+from em3.config import ConfigError, flatten, preset, with_overrides
+
+
+def test_config_hash_ignores_a_later_field_at_its_old_behaviour():
+    """Runs logged before data.val_cold_item_frac existed keep their hash; a non-default value changes it."""
+    a = preset("tiny")
+    old = {k: v for k, v in flatten(a).items() if k != "data.val_cold_item_frac"}
+    assert config_hash(a) == config_hash(old)
+    assert config_hash(with_overrides(a, {"data.val_cold_item_frac": 0.1})) != config_hash(a)
 
 
 def test_config_hash_is_stable_and_sensitive():
@@ -145,6 +153,21 @@ def test_table_has_every_row_and_marks_missing(tmp_path: Path):
     partial = _spec(seeds=(0, 1, 2))
     assert "Still missing" in quality_table.render(partial, quality.collect(partial, store.finished()),
                                                    command="c", machine="m")
+
+
+def test_unfinished_search_shows_no_numbers(tmp_path: Path):
+    """A cell with one of two search points trained has no chosen point yet: the table leaves it blank."""
+    spec = _spec(arms=("id_only",), seeds=(0,))
+    store = OfflineStore(tmp_path / "off")
+    FakeTrain(store)(spec.config("id_only", "din", 0, spec.points[1]),
+                     tags={"em3.config_hash": config_hash(spec.config("id_only", "din", 0, spec.points[1]))},
+                     run_name="one point")
+    cells = quality.collect(spec, store.finished())
+    assert cells[0].searched == 1 and cells[0].runs                  # collect still sees the run ...
+    row = next(line for line in quality_table.render(spec, cells, command="c", machine="m").splitlines()
+               if line.startswith("| id_only |"))
+    assert "(search 1/2: not shown until complete) | – | – |" in row and "0.6" not in row   # ... the table does not
+    assert quality_table.figure(quality_table.settled(cells, 2), path=tmp_path / "f.png") is None
 
 
 def test_delta_noise_call():
