@@ -54,3 +54,37 @@ def test_fused_content_beats_ids_and_single_modalities_on_cold_items(small):
     assert auc["em3"] > auc["id_only"] + MARGIN_IDS, auc
     assert auc["em3"] > auc["em3_image_only"] + MARGIN_MODALITY, auc
     assert auc["em3"] > auc["em3_text_only"] + MARGIN_MODALITY, auc
+
+
+def _script():
+    """scripts/synthetic_signal.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "synthetic_signal.py"
+    spec = importlib.util.spec_from_file_location("synthetic_signal", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variant_search_chooses_on_validation_never_on_test(tmp_path, capsys):
+    """The demo preset's model sizes were chosen by this search: per arm, the best mean val_cold AUC."""
+    import json
+
+    script = _script()
+    runs = [{"arm": "a", "variant": v, "seed": s, "val_cold/auc": auc}
+            for v, s, auc in (("x", 0, 0.60), ("x", 1, 0.70), ("y", 0, 0.66), ("y", 1, 0.66))]
+    assert script.choose(runs, "val_cold/auc") == {"a": "y"}            # means: x 0.65, y 0.66
+    out = tmp_path / "s.json"
+    argv = ["--preset", "tiny", "--arms", "id_only", "--seeds", "0", "--device", "cpu", "--json-out", str(out),
+            "--set", "data.val_cold_item_frac=0.1", "--variant", "wide:", "--variant", "narrow:model.ranker.id_dim=8",
+            "--choose-on", "val_cold/auc"]
+    assert script.main(argv) == 0
+    report = json.loads(out.read_text())
+    by = {r["variant"]: r["val_cold/auc"] for r in report["runs"]}
+    assert set(by) == {"wide", "narrow"} and report["chosen"] == {"id_only": max(by, key=by.get)}
+    with pytest.raises(SystemExit):
+        script.main([*argv[:-2], "--choose-on", "test_cold/auc"])      # test is never a selection metric
+    with pytest.raises(SystemExit):
+        script.main([*argv[:-2], "--variant", "bad:data.max_history=5"])   # variants share one dataset
