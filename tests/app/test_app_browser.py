@@ -114,11 +114,15 @@ def _shoot(driver, shots: Path, name: str) -> None:
 
 
 def _wait_value(driver, label: str, value: str, timeout: float) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     deadline = time.time() + timeout
     while time.time() < deadline:
         boxes = driver.find_elements("css selector", f'input[aria-label="{label}"]')
-        if boxes and boxes[0].get_attribute("value") == value:
-            return
+        try:
+            if boxes and boxes[0].get_attribute("value") == value:
+                return
+        except StaleElementReferenceException:   # a rerun replaced the input between find and read: look again
+            pass
         time.sleep(0.3)
     raise AssertionError(f"input {label!r} never showed {value!r}")
 
