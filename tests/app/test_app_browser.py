@@ -102,9 +102,12 @@ def _idle(driver, timeout: float = 60) -> None:
 
 def _scroll_to(driver, heading: str) -> None:
     """Scroll a heading to the top so the screenshot shows what is below it (best effort)."""
-    found = driver.find_elements("xpath", f"//*[self::h1 or self::h2 or self::h3][contains(., '{heading}')]")
-    if found:
-        driver.execute_script("arguments[0].scrollIntoView()", found[0])
+    # Find and scroll in one script: the live view reruns every second, so an element found by one
+    # WebDriver call can be replaced (stale) before the next.
+    driver.execute_script(
+        "const h = document.evaluate(arguments[0], document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null)"
+        ".singleNodeValue; if (h) h.scrollIntoView();",
+        f"//*[self::h1 or self::h2 or self::h3][contains(., '{heading}')]")
 
 
 def _shoot(driver, shots: Path, name: str) -> None:
