@@ -88,9 +88,19 @@ def _wait_text(driver, text: str, timeout: float) -> None:
 
 def _click(driver, xpath: str, timeout: float = 60) -> None:
     """Click an element once it exists and is clickable (Streamlit renders progressively)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
-    WebDriverWait(driver, timeout).until(ec.element_to_be_clickable(("xpath", xpath))).click()
+    deadline = time.time() + timeout
+    while True:
+        try:
+            WebDriverWait(driver, max(deadline - time.time(), 1)).until(
+                ec.element_to_be_clickable(("xpath", xpath))).click()
+            return
+        except StaleElementReferenceException:   # a rerun replaced it between the wait and the click
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def _idle(driver, timeout: float = 60) -> None:
