@@ -16,8 +16,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from em3.arms import arm_label, arm_of
 from em3.config import Config
-from em3.training.hooks import Hooks
+from em3.training.hooks import Cancelled, Hooks
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
 DONE_STATES = (FINISHED, FAILED, CANCELLED)
@@ -77,7 +78,7 @@ class Job:
         with self.lock:
             return {
                 "id": self.id, "name": self.name, "state": self.state, "group": self.group,
-                "arm": self.cfg.model.arm, "dataset": self.tags.get("em3.dataset", ""),
+                "arm": arm_label(arm_of(self.cfg), self.cfg.model.arm), "dataset": self.tags.get("em3.dataset", ""),
                 "submitted": self.submitted, "started": self.started, "ended": self.ended,
                 "run_id": self.run_id, "error": self.error, "device": self.device,
                 "progress": dict(self.progress), "losses": list(self.losses),
@@ -135,7 +136,7 @@ class JobRegistry:
         return group, ids
 
     def cancel(self, job_id: str) -> bool:
-        """Queued → cancelled at once; running → flag read by Hooks.should_stop (run ends KILLED)."""
+        """Queued → cancelled at once; running → flag read by Hooks.should_stop in every phase (run ends KILLED)."""
         with self._cond:
             job = self._jobs.get(job_id)
             if job is None or job.state in DONE_STATES:
@@ -206,6 +207,10 @@ class JobRegistry:
         try:
             resume = {"resume_run_id": job.resume_run_id} if job.resume_run_id else {}
             result = self.train_fn(job.cfg, hooks=hooks, tags=dict(job.tags), run_name=job.name, **resume)
+        except Cancelled:   # a cancel outside fit (cache, evaluation, explain): the run is KILLED, the job cancelled
+            with job.lock:
+                job.state, job.ended = CANCELLED, time.time()
+            return
         except BaseException as exc:  # noqa: BLE001 - any training error, even SystemExit, fails the job, not the worker
             with job.lock:
                 job.state, job.ended = FAILED, time.time()

@@ -45,6 +45,8 @@ KNOBS: tuple[tuple[str, str, str], ...] = (
     ("train.device", "Device", "choice"),
 )
 CHOICES = {"model.history.strategy": HISTORY_STRATEGIES, "train.device": DEVICES, "model.ranker.kind": RANKERS}
+# What an empty Ablations page offers to train: does content help, and does each modality carry its part?
+DEMO_GRID = ("id_only", "em3", "em3_image_only", "em3_text_only")
 
 
 def check_dataset_dir(path: str, kind: str) -> Path:
@@ -88,6 +90,11 @@ def base_config(dataset: str, arm: str, *, data_dir: str = "") -> Config:
         source = "movielens-100k" if dataset == "movielens" else "files"
         cfg = with_overrides(Config(), {**PRESETS["movielens"], "data.source": source, "data.data_dir": directory})
     return with_arm(cfg, arm)
+
+
+def demo_grid() -> list[Config]:
+    """The demo preset once per DEMO_GRID arm (its own seed, ranker and epochs): a first group to compare."""
+    return [base_config("demo", arm) for arm in DEMO_GRID]
 
 
 def knob_defaults(cfg: Config) -> dict[str, Any]:

@@ -32,8 +32,10 @@ def progress_line(job: dict[str, Any]) -> tuple[float, str]:
     epochs, epoch = p.get("epochs") or 0, p.get("epoch") or 0
     steps, step = p.get("steps_per_epoch") or 0, p.get("step") or 0
     frac = ((max(epoch - 1, 0) + (step / steps if steps else 0)) / epochs) if epochs else 0.0
-    if p.get("phase") in ("eval", "done"):
+    if p.get("phase") in ("eval", "explain", "done"):
         frac = 1.0   # training steps are over; evaluation and artifacts follow
+    if p.get("phase") == "cache":
+        steps = 0    # the cache's step/steps are items encoded, said by its message
     loss = p.get("loss")
     parts = [f"{p.get('phase', 'starting')}"]
     if epochs:

@@ -19,12 +19,13 @@ import streamlit as st
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from em3.arms import arm_label
 from em3.paths import tracking_uri
 
 MLFLOW_UI = "http://127.0.0.1:5000"
 MLFLOW_UI_HINT = "Start the MLflow UI with `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db` (port 5000)."
-TAGS = ("em3.arm", "em3.ranker", "em3.dataset", "em3.group", "em3.kind", "em3.error",
-        "em3.config_version", "em3.device", "em3.job", "em3.interrupted")
+TAGS = ("em3.arm", "em3.base_arm", "em3.ranker", "em3.dataset", "em3.group", "em3.kind", "em3.error",
+        "em3.config_version", "em3.device", "em3.memory_kind", "em3.job", "em3.interrupted")
 SUMMARY_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc",
                    "test_cold/logloss", "val/auc", "val_cold/auc", "best_epoch", "time/train_seconds")
 
@@ -50,9 +51,12 @@ def _store_exists(store_uri: str) -> bool:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def runs_table(store_uri: str) -> pd.DataFrame:
-    """One row per run of every experiment: ids, status, em3 tags (short names), summary metrics."""
+    """One row per run of every experiment: ids, status, em3 tags (short names), arm_label, summary metrics.
+
+    arm_label names the arm as the pages show it: 'custom (from em3)' for a run tagged custom.
+    """
     cols = ["run_id", "experiment_id", "name", "status", "artifact_uri", "start", "end",
-            *[t.split(".", 1)[1] for t in TAGS], *SUMMARY_METRICS]
+            *[t.split(".", 1)[1] for t in TAGS], "arm_label", *SUMMARY_METRICS]
     if not _store_exists(store_uri):
         return pd.DataFrame(columns=cols)
     c = client(store_uri)
@@ -71,6 +75,7 @@ def runs_table(store_uri: str) -> pd.DataFrame:
         }
         for t in TAGS:
             row[t.split(".", 1)[1]] = r.data.tags.get(t, "")
+        row["arm_label"] = arm_label(row["arm"], row["base_arm"])
         for m in SUMMARY_METRICS:
             row[m] = r.data.metrics.get(m, np.nan)
         row["_metrics"] = dict(r.data.metrics)
@@ -85,7 +90,8 @@ def runs_table(store_uri: str) -> pd.DataFrame:
 
 
 def run_label(row: Any) -> str:
-    return f"{row['name'] or row['run_id'][:8]} · {row['arm'] or '?'} · {row['status']} · {row['run_id'][:8]}"
+    arm = row.get("arm_label") or row["arm"] or "?"
+    return f"{row['name'] or row['run_id'][:8]} · {arm} · {row['status']} · {row['run_id'][:8]}"
 
 
 @st.cache_data(ttl=3, show_spinner=False)

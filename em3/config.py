@@ -22,6 +22,7 @@ MODALITIES = ("image", "text")
 HISTORY_STRATEGIES = ("lora", "shared", "frozen", "precomputed")
 RANKERS = ("din", "dcnv2")
 CIC_NEGATIVES = ("in_batch", "sampled")
+COMPUTE_DTYPES = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "token_proj")
 
@@ -199,14 +200,58 @@ class TrainConfig:
     bf16: bool = field(default=True, metadata=_help("bf16 autocast on CUDA (ignored on CPU)."))
     log_every: int = field(default=10, metadata=_help("Log step losses every N steps."))
     topk: int = field(default=10, metadata=_help("K of Recall@K / NDCG@K and of logged recommendations."))
+    topk_users: int = field(default=0, metadata=_help(
+        "Rank the catalogue for this many test users (a fixed seeded sample) in the final top-K evaluation; "
+        "0 = every user with a test positive."))
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "eval_batch_size", "lr_content", "lr_ranker", "log_every", "topk",
                   prefix="train")
+        _check(self.topk_users >= 0, "train.topk_users", f"must be >= 0, got {self.topk_users}")
         _check(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(self.patience >= 0, "train.patience", f"must be >= 0, got {self.patience}")
         _check(self.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", f"must be >= 0, got {self.max_steps_per_epoch}")
         _choice(self.device, DEVICES, "train.device")
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """The speed levers: each a switch, measured on and off by `python -m em3 bench speed` (docs/RESULTS.md).
+
+    The exact ones (same function, fewer operations) are marked so; the others can change results
+    and are part of the config hash like any other field.
+    """
+
+    compute_dtype: str = field(default="fp32", metadata=_help(
+        "Dtype of the frozen token store and its projection to D on the CPU: fp32, or bf16 (needs a CPU with "
+        "bf16 matmuls, e.g. AVX512-BF16/AMX; the rest of the model stays fp32). CUDA uses train.bf16 instead."))
+    prenorm_tokens: bool = field(default=True, metadata=_help(
+        "LayerNorm the frozen encoder tokens once when the token store is built (no affine; the projection's "
+        "weights absorb it) instead of on every step. Same function class and the same model at init."))
+    project_once: bool = field(default=True, metadata=_help(
+        "Exact. Under lora/frozen history, project an item's tokens to D once per step for both of its roles "
+        "(target and history) instead of once per role."))
+    queries_only_last_layer: bool = field(default=True, metadata=_help(
+        "Exact. In the last selfattn Fusion-Q-Former layer compute only the query rows (the token rows are "
+        "discarded after it)."))
+    merge_lora_history: bool = field(default=True, metadata=_help(
+        "Exact (with model.history.lora_dropout = 0). The lora history path runs each adapted layer as one "
+        "matmul with W.detach() + s·BA instead of the base layer plus the adapter's two."))
+    din_split_attention: bool = field(default=True, metadata=_help(
+        "Exact. DIN's attention unit applies its first layer as (W1+W3)q + (W2-W3)k + W4(q*k) instead of "
+        "W[q, k, q-k, q*k], so the target term is computed once per row, not once per history item."))
+    eval_item_cache: bool = field(default=True, metadata=_help(
+        "Exact. Evaluation encodes every item once per path (target, history) and runs only the ranker over "
+        "the split's rows, instead of re-encoding each batch's items."))
+    threads: int = field(default=0, metadata=_help(
+        "torch CPU threads for a run (0 = the number of physical cores available to the process)."))
+    keep_heap: bool = field(default=True, metadata=_help(
+        "Exact. On Linux/glibc, serve large tensors from the heap and keep freed memory (mallopt) instead of "
+        "mapping fresh pages for every step's activations; the process keeps its peak memory resident."))
+
+    def __post_init__(self) -> None:
+        _choice(self.compute_dtype, COMPUTE_DTYPES, "speed.compute_dtype")
+        _check(self.threads >= 0, "speed.threads", f"must be >= 0, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -215,6 +260,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     version: int = field(default=CONFIG_VERSION, metadata=_help("Config schema version."))
 
 

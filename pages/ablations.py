@@ -12,11 +12,12 @@ from app import launch_form as lf
 from app import store, widgets
 from app.live import jobs_panel
 from app.state import registry
-from em3.config import ARM_HELP, ConfigError, field_help, with_arm, with_overrides
-from em3.evaluation.views_tables import ABLATION_METRICS, format_summary, group_summary
+from em3.config import ARM_HELP, RANKERS, ConfigError, field_help, with_arm, with_overrides
+from em3.evaluation.views_tables import ABLATION_METRICS, arm_summary, format_summary
 
 st.title(":material/grid_view: Ablations")
-st.caption("One click queues every arm × seed as one group (tag `em3.group`); the table fills in as runs finish.")
+st.caption("One click queues every arm × seed on one dataset and ranker as one group (tag `em3.group`); "
+           "the table fills in as runs finish.")
 
 with st.expander("Queue a new grid", expanded=True):
     c1, c2 = st.columns(2)
@@ -26,6 +27,7 @@ with st.expander("Queue a new grid", expanded=True):
     if dataset in ("movielens", "files"):
         data_dir = c1.text_input("Dataset directory", key=f"abl-dir-{dataset}",
                                  value=os.environ.get("EM3_MOVIELENS_DIR", "") if dataset == "movielens" else "")
+    ranker = c1.selectbox("Ranker", RANKERS, key="abl-ranker", help=field_help("model.ranker.kind"))
     arms = c2.multiselect("Arms", lf.arm_names(), default=["em3", "em3_no_cic", "id_only"], key="abl-arms",
                           help="\n\n".join(f"**{a}**: {h}" for a, h in ARM_HELP.items()))
     seeds = c2.multiselect("Seeds", list(range(10)), default=[0, 1, 2], key="abl-seeds", help=field_help("train.seed"))
@@ -33,7 +35,7 @@ with st.expander("Queue a new grid", expanded=True):
                              help=field_help("train.epochs"))
     if st.button(f"Queue {len(arms) * len(seeds)} runs", type="primary", disabled=not (arms and seeds), key="abl-go"):
         try:
-            base = lf.base_config(dataset, "em3", data_dir=data_dir)
+            base = with_overrides(lf.base_config(dataset, "em3", data_dir=data_dir), {"model.ranker.kind": ranker})
             if epochs is not None:
                 base = with_overrides(base, {"train.epochs": int(epochs)})
             cfgs = [with_overrides(with_arm(base, a), {"train.seed": int(s)}) for a in arms for s in seeds]
@@ -47,7 +49,14 @@ with st.expander("Queue a new grid", expanded=True):
 table = store.runs_table(store.uri())
 groups = sorted({g for g in table["group"] if g} | {j["group"] for j in registry().jobs() if j["group"]}, reverse=True)
 if not groups:
-    st.info("No ablation groups yet: queue a grid above (runs carry the `em3.group` tag).")
+    st.info("No ablation groups yet: queue a grid above (runs carry the `em3.group` tag), or train the demo grid.")
+    st.caption(f"The demo grid: the synthetic demo preset once per arm ({', '.join(lf.DEMO_GRID)}; seed 0, DIN), "
+               "one after another: whether content helps on cold items, and what each modality adds. "
+               "A few minutes per run on a CPU.")
+    if st.button("Train the demo grid", key="abl-demo-grid", icon=":material/play_arrow:"):
+        group, _ = registry().submit_group(lf.demo_grid(), prefix="demo-grid")
+        st.session_state["abl-group"] = group
+        st.rerun()   # the group now exists (as jobs): show its live view
     st.stop()
 if st.session_state.get("abl-group") not in groups:
     st.session_state["abl-group"] = groups[0]
@@ -65,10 +74,13 @@ def group_view() -> None:
     if done.empty:
         st.info("No finished run in this group yet: the table appears when the first one finishes.")
         return
-    summary = group_summary(done, metrics=ABLATION_METRICS, baseline="em3")
+    summary = arm_summary(done, metrics=ABLATION_METRICS, baseline="em3")
     st.dataframe(format_summary(summary), width="stretch")
-    if "em3" not in summary.index:
+    if not any(row == "em3" or row.startswith("em3 · ") for row in summary.index):
         st.caption("Δ columns need an `em3` arm in the group.")
+    if (done["arm"] == "custom").any():
+        st.caption("**custom** rows: runs whose config contradicts their arm on an arm-defining knob; "
+                   "they are kept apart from the arm they started from.")
     metric = st.radio("Chart metric", ABLATION_METRICS, horizontal=True, key="abl-metric")
     fig = go.Figure(go.Bar(x=list(summary.index), y=summary[f"{metric} mean"],
                            error_y=dict(type="data", array=np.nan_to_num(summary[f"{metric} std"].to_numpy()))))
@@ -76,7 +88,8 @@ def group_view() -> None:
                       yaxis=dict(range=_range(summary, metric)))
     widgets.plot(fig, key="abl-bar")
     with st.expander("Runs of the group"):
-        st.dataframe(pd.DataFrame(runs[["name", "arm", "status", *ABLATION_METRICS]]), hide_index=True)
+        st.dataframe(pd.DataFrame(runs[["name", "arm_label", "ranker", "status", *ABLATION_METRICS]]
+                                  .rename(columns={"arm_label": "arm"})), hide_index=True)
 
 
 def _range(summary: pd.DataFrame, metric: str) -> list[float] | None:

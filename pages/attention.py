@@ -6,7 +6,8 @@ import streamlit as st
 
 from app import store, widgets
 from app.run_data import run_data
-from em3.evaluation.views_attention import overlay, shaded_tokens_html, split_attention
+from em3.evaluation.views_attention import (item_text_tokens, overlay, ranker_weights, shaded_tokens_html,
+                                            split_attention)
 
 st.title(":material/visibility: Attention")
 run = widgets.pick_explained_run("explain/fusion_attention.npz", key="att-run")
@@ -51,13 +52,16 @@ with left:
         fig.update_layout(height=260, margin=dict(l=0, r=0, t=20, b=0))
         widgets.plot(fig, key="att-grid")
 with right:
-    toks = tokens.get(str(items[row]), tokens.get(str(row), []))
+    toks = item_text_tokens(tokens, items[row])           # by item index only: never another item's words
     share = float(heat.sum()) / max(float(heat.sum() + text_w.sum()), 1e-12)
     st.caption(f"Share of this query's attention on the image: {share:.0%}, on the text: {1 - share:.0%}")
     if toks:
         st.html(f'<div style="line-height: 2.0; font-size: 0.95rem">{shaded_tokens_html(toks, text_w)}</div>')
+    elif toks is None:
+        st.info(f"Text tokens unavailable: explain/text_tokens.json has no entry for item {items[row]}, so the "
+                "text weights cannot be put on words.")
     else:
-        st.info("No text tokens for this item in explain/text_tokens.json.")
+        st.info("This item has no text tokens (empty text).")
 
 st.subheader("Ranker: attention over the user's history")
 ra = store.artifact_npz(uri, rid, "explain/ranker_attention.npz")
@@ -68,17 +72,24 @@ pairs = list(range(len(ra["user"])))
 pick = st.selectbox("User → target", pairs, key="att-user",
                     format_func=lambda p: f"user {data.samples.user_ids[int(ra['user'][p])] if data else int(ra['user'][p])}"
                                           f" → {name(int(ra['target'][p]))}")
-hist, weights = ra["history"][pick], ra["weights"][pick]
-real = [(int(h), float(w)) for h, w in zip(hist, weights) if int(h) != 0]
+labelled = ranker_weights(ra)                         # ID attention [+ content attention], each labelled
+st.caption("DIN weighs each history item against the target twice: over the ID embeddings (**ID attention**) and "
+           "over the content embeddings (**content attention**, content arms). Each row sums to 1 over the real items."
+           if len(labelled) > 1 else f"Weights shown: **{labelled[0][0]}**.")
+hist = ra["history"][pick]
+real = [k for k, h in enumerate(hist) if int(h) != 0]
 if not real:
     st.info("This user has an empty history at that sample.")
     st.stop()
-wmax = max(w for _, w in real) or 1.0
 cols = st.columns(min(len(real), 8))
-for k, (h, w) in enumerate(real):
-    with cols[k % len(cols)]:
+for j, k in enumerate(real):
+    h = int(hist[k])
+    with cols[j % len(cols)]:
         img = data.image(h) if data else None
         if img is not None:
             st.image(img, width=90)
-        st.progress(float(np.clip(w / wmax, 0, 1)), text=f"{w:.3f}")
-        st.caption(f"#{k + 1} {name(h)}")
+        for label, weights in labelled:
+            row_w = weights[pick]
+            top = float(max(row_w[i] for i in real)) or 1.0
+            st.progress(float(np.clip(row_w[k] / top, 0, 1)), text=f"{label.split(' (')[0]}: {row_w[k]:.3f}")
+        st.caption(f"#{j + 1} {name(h)}")

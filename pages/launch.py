@@ -9,6 +9,7 @@ from app import launch_form as lf
 from app import store
 from app.live import jobs_panel
 from app.state import registry
+from em3.arms import arm_conflicts, arm_label, arm_of
 from em3.config import ARM_HELP, RANKERS, ConfigError, field_help
 
 st.title(":material/rocket_launch: Launch a run")
@@ -40,6 +41,8 @@ if base is not None:
     defaults = lf.knob_defaults(base)
     with st.form(f"launch-form-{dataset}-{arm}"):
         st.subheader("Main knobs")
+        st.caption(f"The defaults are what arm **{arm}** means. Changing an arm-defining knob (history strategy, "
+                   "CIC on/off) away from it runs a **custom** config, tagged as such, not as the arm.")
         values = {}
         cols = st.columns(4)
         for i, (key, name, kind) in enumerate(lf.KNOBS):
@@ -61,7 +64,12 @@ if base is not None:
             st.error(f"Refused: {exc}")
         else:
             job_id = registry().submit(cfg, tags={"em3.launched_from": "dashboard"})
-            st.success(f"Queued job `{job_id}` ({arm}, {lf.dataset_tag(cfg)}).")
+            conflicts = arm_conflicts(cfg)
+            if conflicts:
+                st.warning(f"These knobs contradict what arm **{arm}** means, so the run is tagged **custom** "
+                           f"(em3.arm = custom, em3.base_arm = {arm}) and is not grouped with {arm}: "
+                           + "; ".join(conflicts) + ".")
+            st.success(f"Queued job `{job_id}` ({arm_label(arm_of(cfg), arm)}, {lf.dataset_tag(cfg)}).")
 
 st.subheader("Queue")
 jobs_panel(key="launch")

@@ -1,4 +1,4 @@
-"""Recommendations: a user's history and the run's top-K for them, with hits in the test period."""
+"""Recommendations: a user's history and the run's top-K for them, scored as of their test period, with its hits."""
 from __future__ import annotations
 
 import pandas as pd
@@ -6,7 +6,7 @@ import streamlit as st
 
 from app import store, widgets
 from app.run_data import run_data
-from em3.evaluation.views_user import test_positives, user_history, user_index, user_test_auc
+from em3.evaluation.views_user import test_period, user_history, user_index, user_test_auc
 
 st.title(":material/movie: Recommendations")
 run = widgets.pick_explained_run("explain/recommendations.json", key="rec-run")
@@ -37,10 +37,10 @@ if item_q.strip() and data is not None:
 
 top = recs[user]
 uid = int(user)
-positives = set()
+positives, start = set(), None
 if data is not None:
     u_idx = user_index(data.samples, uid)
-    positives = test_positives(data.samples, u_idx) if u_idx is not None else set()
+    start, positives = test_period(data.samples, u_idx) if u_idx is not None else (None, set())
     hist = user_history(data.raw, uid)
     st.subheader(f"User {uid}: history ({len(hist)} interactions, time order; latest 12 shown)")
     id_to_index = {int(v): k + 1 for k, v in enumerate(data.samples.item_ids)}
@@ -56,10 +56,12 @@ if data is not None:
                 score = f"rated {h['rating']:g}"
             else:
                 score = "positive" if h.get("label", 0) > 0.5 else "negative"
-            st.caption(f"{str(h['title'])[:40]} · {score}")
+            period = " · test period" if start is not None and int(h["timestamp"]) >= start else ""
+            st.caption(f"{str(h['title'])[:40]} · {score}{period}")
     with st.expander("Full history table"):
         shown = hist.copy()
         shown["time"] = pd.to_datetime(shown["timestamp"], unit="s")
+        shown["period"] = ["test" if start is not None and t >= start else "before test" for t in shown["timestamp"]]
         st.dataframe(shown.drop(columns=["timestamp"]), hide_index=True)
     if u_idx is not None and st.button("Compute this user's test AUC (loads the model)", key="rec-auc"):
         try:
@@ -74,8 +76,18 @@ if data is not None:
 
 st.subheader(f"Top-{len(top)} recommended")
 hits = sum(int(i) in positives for i, _ in top)
-st.caption(f"{hits} of {len(top)} rated positively by the user in the test period (:material/check_circle:)."
-           if data is not None else "Test-period positives need the rebuilt dataset.")
+if data is None:
+    st.caption("Test-period positives need the rebuilt dataset.")
+elif u_idx is None:
+    st.caption(f"User {uid} is not in the run's rebuilt dataset: no test period to count hits in.")
+elif start is None:
+    st.caption(f"User {uid} has no test period (too few events for a test sample): no hits to count.")
+else:
+    since = pd.to_datetime(start, unit="s").strftime("%Y-%m-%d %H:%M")
+    st.caption(f"Shown: the test period of user {uid}, from {since} (their last events). The top-K was scored "
+               "from the history before it, with the user's earlier positives excluded, so a hit is an item "
+               f"the model was not handed. {hits} of {len(top)} rated positively by the user in the test period "
+               f"(:material/check_circle:; {len(positives)} test-period positives in all).")
 cols = st.columns(min(len(top), 5) or 1)
 index_of = {int(v): k + 1 for k, v in enumerate(data.samples.item_ids)} if data else {}
 for k, (item_id, score) in enumerate(top):

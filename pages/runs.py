@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import store, widgets
 from em3.evaluation.views_reference import REFERENCES, references_for
-from em3.evaluation.views_tables import param_diff
+from em3.evaluation.views_tables import efficiency_column, param_diff
 
 st.title(":material/monitoring: Runs")
 st.caption(store.MLFLOW_UI_HINT)
@@ -19,15 +19,20 @@ if table is None:
 
 filters = st.columns(5)
 shown = table
-for col, (field, label) in zip(filters, [("dataset", "Dataset"), ("arm", "Arm"), ("group", "Group"),
-                                         ("status", "Status"), ("kind", "Kind")]):
+for col, (field, label, key) in zip(filters, [("dataset", "Dataset", "dataset"), ("arm_label", "Arm", "arm"),
+                                              ("group", "Group", "group"), ("status", "Status", "status"),
+                                              ("kind", "Kind", "kind")]):
     options = sorted({v for v in table[field] if v})
-    picked = col.multiselect(label, options, key=f"runs-filter-{field}")
+    picked = col.multiselect(label, options, key=f"runs-filter-{key}")
     if picked:
         shown = shown[shown[field].isin(picked)]
 
-st.dataframe(shown[["name", "status", "dataset", "arm", "ranker", "group", "kind", "test/auc", "test/gauc",
-                    "test/logloss", "test_cold/auc", "start", "run_id"]], hide_index=True, width="stretch", height=260)
+st.dataframe(shown[["name", "status", "dataset", "arm_label", "ranker", "group", "kind", "test/auc", "test/gauc",
+                    "test/logloss", "test_cold/auc", "start", "run_id"]].rename(columns={"arm_label": "arm"}),
+             hide_index=True, width="stretch", height=260)
+if (shown["arm"] == "custom").any():
+    st.caption("**custom**: the run's config contradicts its arm on an arm-defining knob (history strategy, CIC on/off, "
+               "fusion mode, modalities, content): it is not grouped with the arm it started from (shown in brackets).")
 if shown.empty:
     st.info("No run matches these filters.")
     st.stop()
@@ -80,6 +85,12 @@ with st.expander("Published reference numbers and their protocols"):
     st.dataframe(pd.DataFrame([{"metric": r.metric, "value": r.value, "model": r.model, "dataset": r.dataset,
                                 "applies to": f"em3.kind={r.kind}" if r.drawn else "context only",
                                 "protocol": r.protocol} for r in REFERENCES]), hide_index=True)
+
+st.subheader("Efficiency")
+st.caption("What each run logged about its cost; 'not logged' for runs from before a figure existed.")
+efficiency = pd.DataFrame({labels[r["run_id"]]: efficiency_column(
+    r["_metrics"], {"em3.device": r["device"], "em3.memory_kind": r["memory_kind"]}) for _, r in sel.iterrows()})
+st.dataframe(efficiency, width="stretch")
 
 st.subheader("Parameters that differ")
 diff = param_diff({labels[r["run_id"]]: r["_params"] for _, r in sel.iterrows()})

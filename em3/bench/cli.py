@@ -204,3 +204,38 @@ def efficiency_main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def speed_parser() -> argparse.ArgumentParser:
+    from em3.bench.speed import QUICK_ROWS, ROWS
+
+    p = argparse.ArgumentParser(prog="python -m em3 bench speed",
+                                description="One training epoch + validation per row on the CPU: every speed "
+                                            "lever on and off, seconds per epoch, GFLOP/s against the matmul peak, "
+                                            "peak memory and the validation AUC after that epoch. Resumable.")
+    _common(p)
+    p.add_argument("--rows", default=None, help="semicolon list of rows (default: all: " + "; ".join(ROWS)
+                   + f"; --quick: {'; '.join(QUICK_ROWS)})")
+    p.add_argument("--json-out", default="", help="results file (default .cache/bench/speed-<hash>.json); rows "
+                   "already in it with the same config are not measured again")
+    return p
+
+
+def speed_main(argv: list[str] | None = None) -> int:
+    from em3.bench import speed
+
+    args = speed_parser().parse_args(argv)
+    try:
+        rows = (speed.QUICK_ROWS if args.quick else tuple(speed.ROWS)) if args.rows is None else tuple(
+            r.strip() for r in args.rows.split(";") if r.strip())
+        unknown = [r for r in rows if r not in speed.ROWS]
+        if unknown:
+            raise ValueError(f"--rows: unknown row {unknown[0]!r}; expected from {'; '.join(speed.ROWS)}")
+        command = "python -m em3 bench speed " + " ".join(shlex.quote(a) for a in (argv or []))
+        speed.run_speed(data=args.data, quick=args.quick, sets=parse_set(args.set), rows=rows,
+                        command=command.strip(), json_out=args.json_out, write=not args.no_write,
+                        log=lambda s: print(s, flush=True))
+    except (EM3Error, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

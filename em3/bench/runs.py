@@ -16,12 +16,15 @@ KIND_TAG = "em3.kind"
 # Config fields added after bench runs were logged, with the value that reproduces the old behaviour.
 # At that value a field stays out of the hash, so runs logged before it existed are still found.
 ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0"}
+# Fields that say how a run is executed, not what is trained: never part of the hash (two processes of one
+# thread each train the same experiments as one process of two).
+RUN_ONLY: frozenset[str] = frozenset({"speed.threads"})
 
 
 def config_hash(cfg: Config | dict[str, Any]) -> str:
     """Short stable hash of the resolved, flattened config: two runs with the same hash are the same experiment."""
     flat = flatten(cfg) if not isinstance(cfg, dict) else cfg
-    kept = {k: str(v) for k, v in flat.items() if ADDED_LATER.get(k) != str(v)}
+    kept = {k: str(v) for k, v in flat.items() if ADDED_LATER.get(k) != str(v) and k not in RUN_ONLY}
     blob = json.dumps(kept, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

@@ -15,6 +15,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     # ---- CTR kinds (owned by the quality/efficiency bench; edit these rows, not the dispatcher) ----
     "quality": ("em3.bench.cli", "quality_main", "CTR quality table: arms x seeds (AUC, gAUC, logloss)."),
     "efficiency": ("em3.bench.cli", "efficiency_main", "Time and memory of the history strategies."),
+    "speed": ("em3.bench.cli", "speed_main", "CPU training speed: an epoch per row, each speed lever on and off."),
 }
 
 

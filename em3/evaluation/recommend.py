@@ -13,8 +13,11 @@ from em3.evaluation.metrics import ndcg_at_k, recall_at_k
 
 
 def positives(samples: SampleSet, user: int, splits: tuple[str, ...]) -> set[int]:
-    """Item indices the user clicked in the given splits."""
-    rows = np.concatenate([samples.splits[s] for s in splits if s in samples.splits])
+    """Item indices the user clicked in the given splits (splits the data lacks are skipped)."""
+    parts = [samples.splits[s] for s in splits if s in samples.splits]
+    if not parts:
+        return set()
+    rows = np.concatenate(parts)
     rows = rows[(samples.user[rows] == user) & (samples.label[rows] > 0.5)]
     return set(int(i) for i in samples.item[rows])
 
@@ -29,24 +32,46 @@ def latest_history(samples: SampleSet, user: int) -> np.ndarray:
     return hist.astype(np.int64)
 
 
+def first_test_row(samples: SampleSet, user: int) -> int | None:
+    """The row of the user's first (warm) test sample, where their test period starts; None without one."""
+    rows = samples.splits.get("test", np.zeros(0, dtype=np.int64))
+    rows = rows[samples.user[rows] == user]
+    return int(rows[np.argmin(samples.timestamp[rows])]) if len(rows) else None
+
+
+def held_out_input(samples: SampleSet, user: int) -> tuple[np.ndarray, set[int]]:
+    """(history (L,), excluded item indices) to score a user as the model stood before their test period.
+
+    History = the one of the user's first test sample (positives strictly before it); excluded =
+    the user's train and val positives and any earlier positive (e.g. a cold item), as in evaluate_topk.
+    A user without test samples has no held-out period: latest history, every positive excluded.
+    """
+    mine = np.flatnonzero((samples.user == user) & (samples.label > 0.5))       # the user's positive rows
+    first = first_test_row(samples, user)
+    if first is None:
+        return latest_history(samples, user), {int(i) for i in samples.item[mine]}
+    earlier = {int(i) for i in samples.item[mine[samples.timestamp[mine] < samples.timestamp[first]]]}
+    return samples.history[first].astype(np.int64), positives(samples, user, ("train", "val")) | earlier
+
+
 @torch.no_grad()
 def rank_items(model: nn.Module, users: np.ndarray, histories: np.ndarray, *, num_items: int,
-               exclude: list[set[int]], k: int, device: torch.device, item_chunk: int = 512,
-               user_chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k item indices (U, k) and their logits (U, k) over all items 1..I, minus each user's excluded set."""
+               exclude: list[set[int]], k: int, device: torch.device,
+               user_chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k item indices (U, k) and their logits (U, k) over all items 1..I, minus each user's excluded set.
+
+    The catalogue's content is encoded once (`EM3Model.catalogue`), then the ranker scores every
+    (user, item) pair of a chunk of users at once (`EM3Model.score_catalogue`).
+    """
     was_training = model.training
     model.eval()
-    candidates = torch.arange(1, num_items + 1, device=device)               # (C,)
     top_items, top_scores = [], []
     try:
+        catalogue = model.catalogue()
         for a in range(0, len(users), user_chunk):
             u = torch.as_tensor(users[a:a + user_chunk], device=device)       # (B,)
             h = torch.as_tensor(histories[a:a + user_chunk], device=device)   # (B, L)
-            scores = []
-            for c in range(0, num_items, item_chunk):
-                items = candidates[c:c + item_chunk].expand(len(u), -1)       # (B, Ck)
-                scores.append(model.score(u, h, items).float())
-            s = torch.cat(scores, dim=1).cpu().numpy()                         # (B, C)
+            s = model.score_catalogue(u, h, catalogue).float().cpu().numpy()  # (B, I)
             for j, ex in enumerate(exclude[a:a + user_chunk]):
                 idx = [i - 1 for i in ex if 1 <= i <= num_items]
                 s[j, idx] = -np.inf
@@ -59,16 +84,27 @@ def rank_items(model: nn.Module, users: np.ndarray, histories: np.ndarray, *, nu
     return np.concatenate(top_items), np.concatenate(top_scores)
 
 
-def evaluate_topk(model: nn.Module, samples: SampleSet, *, k: int, device: torch.device) -> dict[str, float]:
+def topk_users(samples: SampleSet, *, sample: int = 0, seed: int = 0) -> np.ndarray:
+    """User indices with a test positive, sorted; `sample` > 0 keeps a fixed seeded sample of that many."""
+    test = samples.splits.get("test", np.zeros(0, dtype=np.int64))
+    users = np.unique(samples.user[test[samples.label[test] > 0.5]])
+    if 0 < sample < len(users):
+        users = np.sort(np.random.default_rng([seed, 7919]).choice(users, size=sample, replace=False))
+    return users
+
+
+def evaluate_topk(model: nn.Module, samples: SampleSet, *, k: int, device: torch.device,
+                  users: np.ndarray | None = None) -> dict[str, float]:
     """test/recall_at_k and test/ndcg_at_k (MLflow forbids "@" in names): rank the catalogue for each user with test positives.
 
     History = the one of the user's first test sample; excluded = the user's train and val positives.
+    `users` (from `topk_users`) restricts the ranking to those users; also reported: test/topk_users, how many.
     """
     test = samples.splits.get("test", np.zeros(0, dtype=np.int64))
     test = test[samples.label[test] > 0.5]
-    users = np.unique(samples.user[test])
+    users = topk_users(samples) if users is None else users
     if len(users) == 0:
-        return {f"test/recall_at_{k}": float("nan"), f"test/ndcg_at_{k}": float("nan")}
+        return {f"test/recall_at_{k}": float("nan"), f"test/ndcg_at_{k}": float("nan"), "test/topk_users": 0.0}
     histories, relevant, exclude = [], [], []
     for u in users:
         rows = test[samples.user[test] == u]
@@ -78,14 +114,20 @@ def evaluate_topk(model: nn.Module, samples: SampleSet, *, k: int, device: torch
         exclude.append(positives(samples, int(u), ("train", "val")) - relevant[-1])
     ranked, _ = rank_items(model, users, np.stack(histories), num_items=samples.num_items, exclude=exclude,
                            k=k, device=device)
-    return {f"test/recall_at_{k}": recall_at_k(ranked, relevant, k), f"test/ndcg_at_{k}": ndcg_at_k(ranked, relevant, k)}
+    return {f"test/recall_at_{k}": recall_at_k(ranked, relevant, k), f"test/ndcg_at_{k}": ndcg_at_k(ranked, relevant, k),
+            "test/topk_users": float(len(users))}
 
 
 def recommend(model: nn.Module, samples: SampleSet, users: np.ndarray, *, k: int,
               device: torch.device) -> dict[str, list[list[float]]]:
-    """{original user_id: [[item_id, score], ...]} top-k, excluding each user's training positives."""
-    histories = np.stack([latest_history(samples, int(u)) for u in users])
-    exclude = [positives(samples, int(u), ("train",)) for u in users]
+    """{original user_id: [[item_id, score], ...]} top-k as of each user's test period (`held_out_input`).
+
+    Scored from the history before the period with the earlier positives excluded, so a test-period
+    positive in the list is an item the model was not handed.
+    """
+    inputs = [held_out_input(samples, int(u)) for u in users]
+    histories = np.stack([h for h, _ in inputs])
+    exclude = [ex for _, ex in inputs]
     ranked, scores = rank_items(model, users, histories, num_items=samples.num_items, exclude=exclude,
                                 k=k, device=device)
     return {

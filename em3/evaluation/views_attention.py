@@ -1,9 +1,12 @@
-"""Attention views: one query's weights over the image grid and over the text tokens, and overlays.
+"""Attention views: one query's weights over the image grid and the text tokens, overlays, DIN's labelled weights.
 
 fusion_attention.npz holds attention (n, layers, heads, Nq, Ti+Tt): per item, the weights
-each query puts on the Ti image tokens then the Tt text tokens.
+each query puts on the Ti image tokens then the Tt text tokens. ranker_attention.npz holds
+DIN's weights over the history: its ID attention and (content arms) its content attention.
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 import numpy as np
 from PIL import Image
@@ -48,3 +51,24 @@ def shaded_tokens_html(tokens: list[str], weights: np.ndarray) -> str:
              f'margin: 1px; border-radius: 3px; display: inline-block">{html.escape(t)}</span>'
              for t, x in zip(tokens, w)]
     return " ".join(spans)
+
+
+def item_text_tokens(tokens: Mapping[str, list[str]], item: int) -> list[str] | None:
+    """The exported text tokens of item index `item` (text_tokens.json is keyed by item index); None if absent."""
+    found = tokens.get(str(int(item)))
+    return list(found) if found is not None else None
+
+
+def ranker_weights(ra: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """(label, weights (n, L)) of each DIN attention in a ranker_attention.npz, labelled by what it is."""
+    kind = str(ra["weights_kind"]) if "weights_kind" in ra else ""
+    if kind == "id":
+        out = [("ID attention", np.asarray(ra["weights"]))]
+    elif kind == "mean":
+        out = [("mean of ID and content attention", np.asarray(ra["weights"]))]
+    else:
+        out = [("attention (older export: for a content run, the mean of ID and content attention)",
+                np.asarray(ra["weights"]))]
+    if "content_weights" in ra:
+        out.append(("content attention", np.asarray(ra["content_weights"])))
+    return out

@@ -1,4 +1,4 @@
-"""Tables the dashboard shows: mean ± std per arm with deltas against a baseline arm, parameter diffs."""
+"""Tables the dashboard shows: mean ± std per arm with deltas against a baseline arm, parameter diffs, efficiency."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -6,6 +6,17 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+NOT_LOGGED = "not logged"
+# (row label, metric, format) of the Runs page's efficiency panel, read from what a run logged
+EFFICIENCY: tuple[tuple[str, str, str], ...] = (
+    ("Trainable parameters", "params/trainable", "count"),
+    ("Total parameters", "params/total", "count"),
+    ("History-path trainable parameters", "params/history_trainable", "count"),
+    ("Train seconds / epoch", "time/train_seconds_per_epoch", "seconds"),
+    ("Validation seconds / epoch", "time/val_seconds_per_epoch", "seconds"),
+    ("Training samples / s", "perf/samples_per_s", "rate"),
+    ("Peak memory", "perf/peak_memory_mb", "memory"),
+)
 ABLATION_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc", "test_cold/logloss")
 
 
@@ -36,6 +47,27 @@ def group_summary(runs: pd.DataFrame, *, metrics: Sequence[str] = ABLATION_METRI
     return out[order]
 
 
+def arm_summary(runs: pd.DataFrame, *, metrics: Sequence[str] = ABLATION_METRICS,
+                baseline: str = "em3") -> pd.DataFrame:
+    """group_summary by `arm_label` (custom runs apart from their base arm), split by `ranker` when runs mix rankers.
+
+    With several rankers a row is 'arm · ranker' and Δ is against the baseline arm of the same ranker.
+    """
+    rankers = sorted(runs["ranker"].unique(), key=lambda r: (r != "din", r)) if "ranker" in runs else []
+    if len(rankers) <= 1:
+        out = group_summary(runs, metrics=metrics, by="arm_label", baseline=baseline)
+        out.index.name = "arm"
+        return out
+    parts = []
+    for ranker in rankers:
+        part = group_summary(runs[runs["ranker"] == ranker], metrics=metrics, by="arm_label", baseline=baseline)
+        part.index = [f"{arm} · {ranker}" for arm in part.index]
+        parts.append(part)
+    out = pd.concat(parts)
+    out.index.name = "arm · ranker"
+    return out
+
+
 def format_summary(summary: pd.DataFrame, *, metrics: Sequence[str] = ABLATION_METRICS, digits: int = 4) -> pd.DataFrame:
     """Display strings: '0.7123 ± 0.0040' and '+0.0031' per metric (std omitted for a single run)."""
     out = pd.DataFrame(index=summary.index)
@@ -58,3 +90,29 @@ def param_diff(params: Mapping[str, Mapping[str, str]]) -> pd.DataFrame:
         return table
     differs = table.nunique(axis=1) > 1
     return table[differs]
+
+
+def efficiency_column(metrics: Mapping[str, float], tags: Mapping[str, str]) -> dict[str, str]:
+    """One run's efficiency figures as display strings ('not logged' for what an older run lacks).
+
+    Peak memory says what was measured (tag em3.memory_kind: CUDA allocator peak, process RSS …);
+    the trainable count also gives its share of the total.
+    """
+    out: dict[str, str] = {}
+    for label, key, kind in EFFICIENCY:
+        value = metrics.get(key)
+        if value is None:
+            out[label] = NOT_LOGGED
+        elif kind == "count":
+            out[label] = f"{int(value):,}"
+        elif kind == "seconds":
+            out[label] = f"{value:.2f} s"
+        elif kind == "rate":
+            out[label] = f"{value:,.0f}"
+        else:
+            out[label] = f"{value:,.1f} MiB ({tags.get('em3.memory_kind') or 'kind not logged'})"
+    total = metrics.get("params/total")
+    if total and metrics.get("params/trainable") is not None:
+        out["Trainable parameters"] += f" ({metrics['params/trainable'] / total:.1%} of {int(total):,})"
+    out["Device"] = tags.get("em3.device") or NOT_LOGGED
+    return out

@@ -1,4 +1,4 @@
-"""One user's view of a run: history in time order, test-period positives, and the user's own test AUC."""
+"""One user's view of a run: history in time order, the test period and its positives, the user's own test AUC."""
 from __future__ import annotations
 
 import tempfile
@@ -20,11 +20,27 @@ def user_history(raw: RawDataset, user_id: int) -> pd.DataFrame:
     return out[keep].reset_index(drop=True)
 
 
+def test_period(samples: SampleSet, user_index: int) -> tuple[int | None, set[int]]:
+    """(start timestamp, original item_ids rated positively in it) of the user's test period; (None, set()) without one.
+
+    The period starts at the user's first test sample (what `recommend` scores from): its positives are
+    the test split's and the cold items' (test_cold, val_cold) from that time on. A cold item clicked
+    earlier was in the model's input history, so it is not a hit.
+    """
+    test = samples.splits.get("test", np.zeros(0, dtype=np.int64))
+    test = test[samples.user[test] == user_index]                 # as recommend.first_test_row, without torch
+    if len(test) == 0:
+        return None, set()
+    start = int(samples.timestamp[test].min())
+    parts = [samples.splits[s] for s in ("test", "test_cold", "val_cold") if s in samples.splits]
+    rows = np.concatenate(parts)
+    rows = rows[(samples.user[rows] == user_index) & (samples.label[rows] > 0.5) & (samples.timestamp[rows] >= start)]
+    return start, {int(samples.item_ids[i - 1]) for i in samples.item[rows]}
+
+
 def test_positives(samples: SampleSet, user_index: int) -> set[int]:
-    """Original item_ids the user rated positively in the test period (test and test_cold)."""
-    rows = np.concatenate([samples.splits[s] for s in ("test", "test_cold") if s in samples.splits])
-    rows = rows[(samples.user[rows] == user_index) & (samples.label[rows] > 0.5)]
-    return {int(samples.item_ids[i - 1]) for i in samples.item[rows]}
+    """Original item_ids the user rated positively in their test period (see `test_period`)."""
+    return test_period(samples, user_index)[1]
 
 
 def user_index(samples: SampleSet, user_id: int) -> int | None:

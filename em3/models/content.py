@@ -31,14 +31,20 @@ def check_tokens(tokens: "ItemTokens", *, num_items: int) -> None:
 
 
 class ItemTokenStore(nn.Module):
-    """Every item's encoder tokens as non-persistent float16 buffers (not in checkpoints), gathered by index."""
+    """Every item's encoder tokens as non-persistent buffers (not in checkpoints), gathered by index.
 
-    def __init__(self, tokens: "ItemTokens"):
+    Default: float16 as cached, cast on use. With `prenorm`, each token is LayerNormed once here (no
+    affine) and stored in `dtype` (the projection's compute dtype), so a step gathers ready inputs.
+    """
+
+    def __init__(self, tokens: "ItemTokens", *, prenorm: bool = False, dtype: torch.dtype = torch.float16):
         super().__init__()
-        # float16 storage halves memory; cast to float on use. Buffers follow .to(device).
-        self.register_buffer("image", torch.from_numpy(np.array(tokens.image, dtype=np.float16)), persistent=False)
+        self.prenorm = prenorm
+        store = dtype if prenorm else torch.float16
+        # Buffers follow .to(device).
+        self.register_buffer("image", _stored(tokens.image, prenorm=prenorm, dtype=store), persistent=False)
         self.register_buffer("image_mask", torch.from_numpy(np.array(tokens.image_mask, dtype=bool)), persistent=False)
-        self.register_buffer("text", torch.from_numpy(np.array(tokens.text, dtype=np.float16)), persistent=False)
+        self.register_buffer("text", _stored(tokens.text, prenorm=prenorm, dtype=store), persistent=False)
         self.register_buffer("text_mask", torch.from_numpy(np.array(tokens.text_mask, dtype=bool)), persistent=False)
 
     @property
@@ -50,8 +56,25 @@ class ItemTokenStore(nn.Module):
         return int(self.text.shape[-1])
 
     def forward(self, items: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """items (N,) -> image (N, Ti, Ci) float, image_mask (N, Ti), text (N, Tt, Ct) float, text_mask (N, Tt)."""
-        return self.image[items].float(), self.image_mask[items], self.text[items].float(), self.text_mask[items]
+        """items (N,) -> image (N, Ti, Ci), image_mask (N, Ti), text (N, Tt, Ct), text_mask (N, Tt), in the
+        store's dtype (the projection casts)."""
+        return (self.image.index_select(0, items), self.image_mask[items],     # index_select: ~2x faster
+                self.text.index_select(0, items), self.text_mask[items])       # than [] for big rows
+
+
+def _stored(x: np.ndarray, *, prenorm: bool, dtype: torch.dtype, chunk: int = 256) -> Tensor:
+    """(I+1, T, C) cached tokens as a tensor of `dtype`; LayerNormed per token (no affine) with `prenorm`.
+
+    Chunked, so a memory-mapped cache is never fully materialised as float32. An all-zero (masked)
+    token stays zero.
+    """
+    if not prenorm:
+        return torch.from_numpy(np.array(x, dtype=np.float16)).to(dtype)
+    out = torch.empty(x.shape, dtype=dtype)
+    for start in range(0, x.shape[0], chunk):
+        part = torch.from_numpy(np.asarray(x[start:start + chunk], dtype=np.float32))     # (n, T, C)
+        out[start:start + chunk] = F.layer_norm(part, part.shape[-1:]).to(dtype)
+    return out
 
 
 def pooled_features(tokens: "ItemTokens", *, modalities: Sequence[str], chunk: int = 512) -> Tensor:

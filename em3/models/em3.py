@@ -30,7 +30,16 @@ class ModelOutput:
     cic_id: Tensor | None = None            # (U, D) L2-normalised, same rows
     cic_neg_content: Tensor | None = None   # (U, K, D) sampled negatives (model.cic.negatives = sampled, training)
     cic_neg_id: Tensor | None = None        # (U, K, D)
-    history_attention: Tensor | None = None  # (B, L) DIN's attention over the history; None for DCN-v2
+    history_attention: Tensor | None = None  # (B, L) DIN's ID attention over the history; None for DCN-v2
+    history_content_attention: Tensor | None = None  # (B, L) DIN's content attention; None without content
+
+
+@dataclass
+class Catalogue:
+    """Every item's content through each path, encoded once (eval mode) for evaluation and ranking."""
+
+    target: Tensor     # (I+1, D) row 0 zeros
+    history: Tensor    # (I+1, D) the history path (lora adapters on); the same tensor where the paths agree
 
 
 class EM3Model(nn.Module):
@@ -51,8 +60,9 @@ class EM3Model(nn.Module):
         nn.init.normal_(self.item_id_emb.weight, std=0.05)
         with torch.no_grad():
             self.item_id_emb.weight[PAD_INDEX].zero_()
-        self.content = ContentEncoder(m, tokens=tokens) if m.use_content else None
-        self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0)
+        self.content = ContentEncoder(m, tokens=tokens, speed=cfg.speed) if m.use_content else None
+        self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0,
+                                   split_attention=cfg.speed.din_split_attention)
         self.use_cic = m.use_content and m.cic.weight > 0
         if self.use_cic:
             # CIC projection heads (authors: Linear D->D each); the ID side also maps id_dim -> D.
@@ -66,7 +76,8 @@ class EM3Model(nn.Module):
 
     # ---- the forward pass ----
 
-    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+    def forward(self, batch: dict[str, Tensor], *, catalogue: Catalogue | None = None) -> ModelOutput:
+        """The batch's logits (+ CIC projections); with `catalogue`, content is looked up, not encoded."""
         user, item, history = batch["user"], batch["item"], batch["history"]   # (B,), (B,), (B, L)
 
         # step 1: ID embeddings (cold items share the UNKNOWN_ID row via id_index; padding is row 0)
@@ -77,13 +88,16 @@ class EM3Model(nn.Module):
 
         # step 2: content embeddings of the target and history items (unique items encoded once)
         target_content = history_content = None
-        if self.content is not None:
+        if self.content is not None and catalogue is not None:
+            target_content, history_content = catalogue.target[item], catalogue.history[history]
+        elif self.content is not None:
             target_content, history_content = self.content(item, history)      # (B, D), (B, L, D)
 
         # step 3: the ranker scores (user, target, history)
         ranked = self.ranker(user_vec, target_id, history_id=history_id, history_mask=history_mask,
                              target_content=target_content, history_content=history_content)
-        out = ModelOutput(logits=ranked.logits, history_attention=ranked.attention)   # (B,), (B, L)
+        out = ModelOutput(logits=ranked.logits, history_attention=ranked.attention,       # (B,), (B, L)
+                          history_content_attention=ranked.content_attention)
         if not self.use_cic:
             return out
 
@@ -132,6 +146,35 @@ class EM3Model(nn.Module):
             logits.append(ranked.logits)                                        # (R,)
         return torch.cat(logits).reshape(b, k)
 
+    @torch.no_grad()
+    def catalogue(self) -> Catalogue | None:
+        """Every item's content through both paths in eval mode (train mode restored); None without content."""
+        if self.content is None:
+            return None
+        was_training = self.training
+        self.eval()
+        try:
+            return Catalogue(*self.content.catalogue(self.num_items))
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def score_catalogue(self, user: Tensor, history: Tensor, catalogue: Catalogue | None) -> Tensor:
+        """user (B,), history (B, L) -> logits (B, I) of every item 1..I, in eval mode (call model.eval()).
+
+        Content comes from `catalogue` (encoded once, see `catalogue()`); the ranker scores all pairs
+        at once (DIN: its attention's target term once per item; DCN-v2: pooled histories once per user).
+        """
+        items = torch.arange(1, self.num_items + 1, device=user.device)          # (I,)
+        history_mask = history != PAD_INDEX                                      # (B, L)
+        target_content = history_content = None
+        if self.content is not None:
+            target_content, history_content = catalogue.target[items], catalogue.history[history]
+        return self.ranker.score_pairs(self.user_emb(user), self.item_id_emb(self.id_index[items]),
+                                       history_id=self.item_id_emb(self.id_index[history]),
+                                       history_mask=history_mask, target_content=target_content,
+                                       history_content=history_content)          # (B, I)
+
     # ---- exports for evaluation and the dashboard ----
 
     @torch.no_grad()
@@ -170,16 +213,20 @@ class EM3Model(nn.Module):
     # ---- parameters ----
 
     def content_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters of the content module (Fusion-Q-Former, LoRA adapters, projection)."""
+        """Trainable parameters of the content module, all under `content.` (Fusion-Q-Former, LoRA adapters)."""
         return [p for p in self.content.parameters() if p.requires_grad] if self.content is not None else []
 
     def ranker_parameters(self) -> list[nn.Parameter]:
-        """Every other trainable parameter: ID and user tables, the ranker, the CIC heads."""
+        """Every other trainable parameter: ID and user tables, the ranker, both CIC heads (content head included)."""
         content = {id(p) for p in self.content_parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in content]
 
     def param_groups(self, *, lr_content: float, lr_ranker: float) -> list[dict[str, Any]]:
-        """AdamW parameter groups with the two learning rates (empty groups left out)."""
+        """AdamW parameter groups with the two learning rates (empty groups left out).
+
+        "content" (lr_content) = `content_parameters()`; "ranker" (lr_ranker) = the rest. Both CIC
+        projection heads sit in "ranker": fresh linear heads like the ranker's, not part of the content module.
+        """
         groups = [{"params": self.content_parameters(), "lr": lr_content, "name": "content"},
                   {"params": self.ranker_parameters(), "lr": lr_ranker, "name": "ranker"}]
         return [g for g in groups if g["params"]]

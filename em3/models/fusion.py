@@ -70,9 +70,15 @@ class SelfAttnLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor, *, need_weights: bool) -> tuple[Tensor, Tensor | None]:
-        out, w = self.attn(x, x, mask, need_weights=need_weights)         # (N, Nq+T, D)
-        return self.norm(x + self.dropout(out)), w
+    def forward(self, x: Tensor, mask: Tensor, *, need_weights: bool,
+                rows: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (N, S, D), mask (N, S); `rows` computes only the first `rows` output rows (the queries).
+
+        Every output row depends on the others only as keys, so computing the first rows alone is exact.
+        """
+        query = x if rows is None else x[:, :rows]                        # (N, S or Nq, D)
+        out, w = self.attn(query, x, mask, need_weights=need_weights)     # (N, S or Nq, D)
+        return self.norm(query + self.dropout(out)), w
 
 
 class Blip2Layer(nn.Module):
@@ -106,26 +112,43 @@ class Blip2Layer(nn.Module):
 
 
 class ModalityProjection(nn.Module):
-    """Per-modality LayerNorm (raw encoder scales differ ~10x) then the projection to D."""
+    """Per-modality LayerNorm (raw encoder scales differ ~10x) then the projection to D.
 
-    def __init__(self, in_dim: int, dim: int):
+    With `prenorm` the token store already holds LayerNormed tokens (no affine): the projection's
+    weights absorb the affine (W diag(g), W b + c span the same maps), so only the Linear remains.
+    With `compute_dtype` bf16 the projection runs in bf16 (the store's dtype) and returns float32.
+    """
+
+    def __init__(self, in_dim: int, dim: int, *, prenorm: bool = False, compute_dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.norm = nn.LayerNorm(in_dim)
+        self.norm = nn.Identity() if prenorm else nn.LayerNorm(in_dim)
         self.token_proj = nn.Linear(in_dim, dim)
+        self.compute_dtype = compute_dtype
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.token_proj(self.norm(x))                               # (N, T, C) -> (N, T, D)
+        if self.compute_dtype == torch.float32:
+            return self.token_proj(self.norm(x.float()))                   # (N, T, C) -> (N, T, D)
+        # bf16 end to end on the big matmul: the store is bf16 already, the weights are cast per call.
+        w, b = self.token_proj.weight.to(self.compute_dtype), self.token_proj.bias.to(self.compute_dtype)
+        return F.linear(self.norm(x.to(self.compute_dtype)), w, b).float()
 
 
 class FusionQFormer(nn.Module):
-    """Fuses an item's image and text tokens into one fixed-size D-dim content embedding."""
+    """Fuses an item's image and text tokens into one fixed-size D-dim content embedding.
 
-    def __init__(self, cfg: FusionConfig, *, image_dim: int, text_dim: int):
+    Two stages, callable apart: `project` (encoder tokens -> D-dim tokens, per modality) and the
+    fusion of projected tokens; `forward` runs both, or only the fusion when `projected=True`.
+    """
+
+    def __init__(self, cfg: FusionConfig, *, image_dim: int, text_dim: int, prenorm: bool = False,
+                 compute_dtype: torch.dtype = torch.float32, queries_only_last_layer: bool = False):
         super().__init__()
         self.mode = cfg.mode
         self.modalities = tuple(m for m in MODALITIES if m in cfg.modalities)   # fixed order: image, text
+        self.queries_only_last_layer = queries_only_last_layer
         in_dims = {"image": image_dim, "text": text_dim}
-        self.proj = nn.ModuleDict({m: ModalityProjection(in_dims[m], cfg.dim) for m in self.modalities})
+        self.proj = nn.ModuleDict({m: ModalityProjection(in_dims[m], cfg.dim, prenorm=prenorm,
+                                                         compute_dtype=compute_dtype) for m in self.modalities})
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.mode == "mean":
             self.queries = None
@@ -139,14 +162,26 @@ class FusionQFormer(nn.Module):
                                         for _ in range(cfg.num_layers))
             self.out_proj = nn.Linear(cfg.num_queries * cfg.dim, cfg.dim)
 
-    def forward(self, image: Tensor, image_mask: Tensor, text: Tensor, text_mask: Tensor, *,
-                return_attention: bool = False) -> FusionOutput:
-        """image (N, Ti, Ci), image_mask (N, Ti) bool, text (N, Tt, Ct), text_mask (N, Tt) bool."""
-        n, ti, tt = image.shape[0], image.shape[1], text.shape[1]
+    def project(self, image: Tensor, image_mask: Tensor, text: Tensor,
+                text_mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """image (N, Ti, Ci), image_mask (N, Ti), text (N, Tt, Ct), text_mask (N, Tt) -> per fused modality
+        the tokens projected to D (N, T_m, D) and their masks (N, T_m) bool."""
         inputs = {"image": (image, image_mask), "text": (text, text_mask)}
         tokens = [self.proj[m](inputs[m][0]) for m in self.modalities]     # each (N, T_m, D)
         masks = [inputs[m][1].bool() for m in self.modalities]             # each (N, T_m)
+        return tokens, masks
 
+    def forward(self, *inputs: Tensor | list[Tensor], projected: bool = False,
+                return_attention: bool = False) -> FusionOutput:
+        """(image, image_mask, text, text_mask) -> FusionOutput; with `projected`, inputs are `project`'s
+        (tokens, masks) and only the fusion runs (so a caller can share one projection between paths)."""
+        if projected:
+            tokens, masks = inputs
+            sizes = dict(zip(self.modalities, (m.shape[1] for m in masks)))   # a modality not fused: unknown, 0
+        else:
+            tokens, masks = self.project(*inputs)
+            sizes = {"image": inputs[0].shape[1], "text": inputs[2].shape[1]}
+        n = masks[0].shape[0]
         if self.mode == "mean":
             # Masked mean per modality (a missing modality pools to zeros), then concat and project.
             pooled = [(x * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1) for x, m in zip(tokens, masks)]
@@ -162,8 +197,10 @@ class FusionQFormer(nn.Module):
             # Queries are prepended and always real keys, so no row of the softmax is empty.
             x = torch.cat([queries, x_tok], dim=1)                         # (N, Nq+T, D)
             full_mask = torch.cat([torch.ones(n, nq, dtype=torch.bool, device=x.device), mask], dim=1)
-            for layer in self.layers:
-                x, w = layer(x, full_mask, need_weights=return_attention)
+            last = len(self.layers) - 1
+            for i, layer in enumerate(self.layers):
+                rows = nq if self.queries_only_last_layer and i == last else None
+                x, w = layer(x, full_mask, need_weights=return_attention, rows=rows)
                 if w is not None:
                     attention.append(w[:, :, :nq, nq:])                    # (N, h, Nq, T)
             q = x[:, :nq]                                                  # (N, Nq, D)
@@ -177,6 +214,6 @@ class FusionQFormer(nn.Module):
         if not return_attention:
             return FusionOutput(emb, None)
         # Report columns for all Ti+Tt tokens (zeros for a modality not fused) so plots can split at Ti.
-        left = 0 if "image" in self.modalities else ti
-        right = 0 if "text" in self.modalities else tt
+        left = 0 if "image" in self.modalities else sizes.get("image", 0)
+        right = 0 if "text" in self.modalities else sizes.get("text", 0)
         return FusionOutput(emb, [F.pad(w, (left, right)) for w in attention])

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from em3.config import ConfigError, ModelConfig
+from em3.config import ConfigError, ModelConfig, SpeedConfig
 from em3.models.content import ItemTokenStore, PrecomputedContent
 from em3.models.fusion import FusionQFormer
 
@@ -65,10 +66,13 @@ def add_lora(fusion: FusionQFormer, cfg: ModelConfig) -> None:
         p.requires_grad_(True)
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 class ContentEncoder(nn.Module):
     """Encodes target and history items into D-dim content embeddings, each unique item once."""
 
-    def __init__(self, cfg: ModelConfig, *, tokens: "ItemTokens"):
+    def __init__(self, cfg: ModelConfig, *, tokens: "ItemTokens", speed: SpeedConfig = SpeedConfig()):
         super().__init__()
         self.strategy = cfg.history.strategy
         self.dedup = cfg.history.dedup
@@ -78,10 +82,19 @@ class ContentEncoder(nn.Module):
         if self.strategy == "precomputed":
             self.precomputed = PrecomputedContent(tokens, modalities=cfg.fusion.modalities, dim=cfg.fusion.dim)
             return
-        self.store = ItemTokenStore(tokens)
-        self.fusion = FusionQFormer(cfg.fusion, image_dim=self.store.image_dim, text_dim=self.store.text_dim)
+        dtype = DTYPES[speed.compute_dtype]
+        self.store = ItemTokenStore(tokens, prenorm=speed.prenorm_tokens, dtype=dtype)
+        self.fusion = FusionQFormer(cfg.fusion, image_dim=self.store.image_dim, text_dim=self.store.text_dim,
+                                    prenorm=speed.prenorm_tokens, compute_dtype=dtype,
+                                    queries_only_last_layer=speed.queries_only_last_layer)
         if self.strategy == "lora":
             add_lora(self.fusion, cfg)
+        # One projection serves both roles only when the projection has no adapter (the history role
+        # would otherwise project differently) and items are deduplicated.
+        self.project_once = (speed.project_once and self.dedup and self.strategy in ("lora", "frozen")
+                             and "token_proj" not in cfg.history.lora_targets)
+        # W + s·BA is the adapted layer's map only without dropout on the adapter's input.
+        self.merge_lora = speed.merge_lora_history and cfg.history.lora_dropout == 0.0
 
     # ---- one item set through one path ----
 
@@ -89,16 +102,33 @@ class ContentEncoder(nn.Module):
         """items (N,) -> (N, D) through the target path, or the history path when `history`."""
         if self.precomputed is not None:
             return self.precomputed(items)
-        inputs = self.store(items)
+        return self._fuse(self.store(items), history=history, projected=False)
+
+    def _fuse(self, inputs: tuple, *, history: bool, projected: bool) -> Tensor:
+        """Store inputs (or, with `projected`, `FusionQFormer.project`'s output) -> (N, D) through one path."""
         if not history or self.strategy == "shared":
             with adapters_off(self.fusion):
-                return self.fusion(*inputs).embedding
+                return self.fusion(*inputs, projected=projected).embedding
         if self.strategy == "frozen":
             with torch.no_grad():
-                return self.fusion(*inputs).embedding
+                return self.fusion(*inputs, projected=projected).embedding
         # lora: the base weights enter detached, so only the adapters receive gradient.
         base = {n: p.detach() for n, p in self.fusion.named_parameters() if not _is_adapter(n)}
-        return functional_call(self.fusion, base, inputs).embedding
+        if not self.merge_lora:
+            return functional_call(self.fusion, base, inputs, {"projected": projected}).embedding
+        # merged: each adapted layer as one Linear with W.detach() + s·BA (gradient reaches A and B through it)
+        with adapters_off(self.fusion):
+            return functional_call(self.fusion, {**base, **self._merged_weights()}, inputs,
+                                   {"projected": projected}).embedding
+
+    def _merged_weights(self) -> dict[str, Tensor]:
+        """{'<layer>.base_layer.weight': W.detach() + s·B@A} for every LoRA-adapted layer of the fusion."""
+        out = {}
+        for name, layer in self.fusion.named_modules():
+            if isinstance(layer, LoraLayer) and ADAPTER in layer.lora_A:
+                delta = layer.lora_B[ADAPTER].weight @ layer.lora_A[ADAPTER].weight      # (out, r) @ (r, in)
+                out[f"{name}.base_layer.weight"] = layer.base_layer.weight.detach() + layer.scaling[ADAPTER] * delta
+        return out
 
     def _encode(self, items: Tensor, *, history: bool) -> Tensor:
         """items (...) -> (..., D); with dedup each unique item is encoded once; padding (0) -> zeros."""
@@ -111,6 +141,29 @@ class ContentEncoder(nn.Module):
             emb = self.embed(flat, history=history) * (flat > 0).unsqueeze(-1)   # (N, D)
         return emb.reshape(*items.shape, -1)
 
+    def _encode_projected_once(self, target: Tensor, history: Tensor) -> tuple[Tensor, Tensor]:
+        """lora/frozen with one projection per item: the targets' unique items are projected with gradient
+        (the target path trains the projection); the history's other items without; the history path
+        reads the targets' projections detached (its gradient stopped there, as under functional_call)."""
+        t_flat, h_flat = target.reshape(-1), history.reshape(-1)
+        t_uniq, t_pos = torch.unique(t_flat, return_inverse=True)              # (Ut,), (Nt,)
+        h_uniq, h_pos = torch.unique(h_flat, return_inverse=True)              # (Uh,), (Nh,)
+        t_tokens, t_masks = self.fusion.project(*self.store(t_uniq))           # each (Ut, T_m, D)
+        # each history item's row in [targets; history-only items]
+        slot = torch.searchsorted(t_uniq, h_uniq).clamp(max=t_uniq.numel() - 1)
+        shared = t_uniq[slot] == h_uniq                                        # (Uh,) also a target
+        only = h_uniq[~shared]                                                 # (Uo,)
+        rows = torch.where(shared, slot, t_uniq.numel() + torch.cumsum(~shared, 0) - 1)   # (Uh,)
+        with torch.no_grad():
+            o_tokens, o_masks = self.fusion.project(*self.store(only))         # each (Uo, T_m, D)
+        h_tokens = [torch.cat([t.detach(), o])[rows] for t, o in zip(t_tokens, o_tokens)]
+        h_masks = [torch.cat([t, o])[rows] for t, o in zip(t_masks, o_masks)]
+        t_emb = self._fuse((t_tokens, t_masks), history=False, projected=True)  # (Ut, D)
+        h_emb = self._fuse((h_tokens, h_masks), history=True, projected=True)   # (Uh, D)
+        t_emb = (t_emb * (t_uniq > 0).unsqueeze(-1))[t_pos]                     # (Nt, D), padding -> 0
+        h_emb = (h_emb * (h_uniq > 0).unsqueeze(-1))[h_pos]                     # (Nh, D)
+        return t_emb.reshape(*target.shape, -1), h_emb.reshape(*history.shape, -1)
+
     def forward(self, target: Tensor, history: Tensor) -> tuple[Tensor, Tensor]:
         """target (B,) or (B*K,), history (B, L) -> target content (.., D), history content (B, L, D)."""
         if self.strategy in ("shared", "precomputed"):
@@ -118,9 +171,24 @@ class ContentEncoder(nn.Module):
             both = self._encode(torch.cat([target.reshape(-1), history.reshape(-1)]), history=False)
             n = target.numel()
             return both[:n].reshape(*target.shape, -1), both[n:].reshape(*history.shape, -1)
+        if self.project_once:
+            return self._encode_projected_once(target, history)
         # lora/frozen compute targets and history differently (gradient, adapters), so an item in both
         # roles is encoded once per role.
         return self._encode(target, history=False), self._encode(history, history=True)
+
+    @torch.no_grad()
+    def catalogue(self, num_items: int, *, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+        """(I+1, D) content of every item through the target path and through the history path (row 0
+        zeros), in the module's current mode; the two are one tensor where the paths agree."""
+        device = next(iter(self.parameters())).device
+        items = torch.arange(1, num_items + 1, device=device)
+        zero = torch.zeros(1, self.dim, device=device)
+        target = torch.cat([zero, *(self.embed(c).float() for c in items.split(batch_size))])
+        if self.strategy != "lora":   # frozen: the history path is the target path without gradient
+            return target, target
+        history = torch.cat([zero, *(self.embed(c, history=True).float() for c in items.split(batch_size))])
+        return target, history
 
     def attention(self, items: Tensor) -> list[Tensor]:
         """Per layer (N, h, Nq, Ti+Tt) attention of the target path; [] without queries."""

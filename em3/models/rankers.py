@@ -1,7 +1,9 @@
 """Ranking models that score (user, target, history) from ID and content embeddings: DIN and DCN-v2.
 
-Independent of the content module: content inputs are None for the ID-only arm.
-Shape letters: B rows, L history length, Du user / Di item-ID / Dc content sizes.
+Independent of the content module: content inputs are None for the ID-only arm. Each ranker also
+scores every (user, candidate) pair at once (`score_pairs`) for top-K ranking of a catalogue.
+Shape letters: B rows (users in score_pairs), C candidates, L history length, Du user / Di item-ID /
+Dc content sizes, H DIN attention hidden size.
 """
 from __future__ import annotations
 
@@ -9,15 +11,21 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from em3.config import RankerConfig
 
 
+# Elements of the largest (B, C, L, max(D, H)) block score_pairs builds at once.
+PAIR_BLOCK = 1 << 23
+
+
 @dataclass
 class RankerOutput:
-    logits: Tensor                 # (B,)
-    attention: Tensor | None       # (B, L) DIN's weights over the history (0 on padding), None for DCN-v2
+    logits: Tensor                          # (B,)
+    attention: Tensor | None                # (B, L) DIN's ID attention over the history (0 on padding); None for DCN-v2
+    content_attention: Tensor | None = None  # (B, L) DIN's content attention; None without content or for DCN-v2
 
 
 def mlp(in_dim: int, hidden: Sequence[int], *, dropout: float) -> tuple[nn.Sequential, int]:
@@ -36,32 +44,79 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 
 
 class TargetAttention(nn.Module):
-    """DIN's activation unit: an MLP over [q, k, q-k, q*k] scores each history item against the target."""
+    """DIN's activation unit: an MLP over [q, k, q-k, q*k] scores each history item against the target.
 
-    def __init__(self, dim: int, *, hidden: Sequence[int], dropout: float):
+    With `split` the first layer is applied as (W1+W3)q + (W2-W3)k + W4(q*k), W = [W1 W2 W3 W4]: the same
+    function with the same parameters, but the target term is computed once per row (or candidate),
+    not once per history item, and the 4D-wide concatenation is never built.
+    """
+
+    def __init__(self, dim: int, *, hidden: Sequence[int], dropout: float, split: bool = False):
         super().__init__()
         body, out = mlp(4 * dim, hidden, dropout=dropout)
         self.score = nn.Sequential(body, nn.Linear(out, 1))
+        self.dim = dim
+        self.split = split
+
+    def _first_layer_parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(W1+W3, W2-W3, W4, b) of the first Linear, each (H, D) and b (H,)."""
+        first = self.score[0][0]
+        w1, w2, w3, w4 = first.weight.split(self.dim, dim=1)
+        return w1 + w3, w2 - w3, w4, first.bias
+
+    def _rest(self, h: Tensor) -> Tensor:
+        """The layers after the first Linear: (..., H) -> (...,) scores."""
+        for layer in list(self.score[0])[1:]:
+            h = layer(h)
+        return self.score[1](h).squeeze(-1)
+
+    @staticmethod
+    def _weights(s: Tensor, mask: Tensor) -> Tensor:
+        """Scores (..., L) and mask (..., L) -> attention weights (..., L).
+
+        Departure from DIN: softmax-normalised weights (DIN sums unnormalised scores), which keeps the
+        interest on one scale whatever the history length; padding gets exactly 0, an empty history 0s.
+        """
+        s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
+        return s.softmax(dim=-1) * mask.to(s.dtype)
 
     def forward(self, target: Tensor, history: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """target (B, D), history (B, L, D), mask (B, L) -> interest (B, D), weights (B, L)."""
-        q = target.unsqueeze(1).expand_as(history)                          # (B, L, D)
-        s = self.score(torch.cat([q, history, q - history, q * history], dim=-1)).squeeze(-1)  # (B, L)
-        # Departure from DIN: softmax-normalised weights (DIN sums unnormalised scores), which keeps the
-        # interest on one scale whatever the history length; padding gets exactly 0, an empty history 0s.
-        s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
-        w = s.softmax(dim=-1) * mask.to(s.dtype)                             # (B, L)
+        if self.split:
+            wq, wk, wqk, b = self._first_layer_parts()
+            h = (F.linear(target, wq).unsqueeze(1) + F.linear(history, wk, b)
+                 + F.linear(target.unsqueeze(1) * history, wqk))                 # (B, L, H)
+            s = self._rest(h)                                                   # (B, L)
+        else:
+            q = target.unsqueeze(1).expand_as(history)                          # (B, L, D)
+            s = self.score(torch.cat([q, history, q - history, q * history], dim=-1)).squeeze(-1)  # (B, L)
+        w = self._weights(s, mask)                                              # (B, L)
         return (w.unsqueeze(-1) * history).sum(1), w
+
+    def pairwise(self, target: Tensor, history: Tensor, mask: Tensor) -> Tensor:
+        """Every candidate against every row's history: target (C, D), history (B, L, D), mask (B, L)
+        -> interest (B, C, D). Always the split form; candidates in blocks of bounded memory."""
+        wq, wk, wqk, b = self._first_layer_parts()
+        n_b, n_l, d = history.shape
+        hk = F.linear(history, wk, b).unsqueeze(1)                              # (B, 1, L, H)
+        step = max(1, PAIR_BLOCK // max(1, n_b * n_l * max(d, wq.shape[0])))
+        out = []
+        for t in target.split(step):                                            # (c, D)
+            h = (F.linear(t, wq)[None, :, None, :] + hk
+                 + F.linear(t[None, :, None, :] * history[:, None], wqk))      # (B, c, L, H)
+            w = self._weights(self._rest(h), mask[:, None])                     # (B, c, L)
+            out.append(torch.einsum("bcl,bld->bcd", w, history))                # (B, c, D)
+        return torch.cat(out, dim=1)
 
 
 class DIN(nn.Module):
     """Deep Interest Network: target attention over the ID history and over the content history, then an MLP."""
 
-    def __init__(self, cfg: RankerConfig, *, user_dim: int, id_dim: int, content_dim: int):
+    def __init__(self, cfg: RankerConfig, *, user_dim: int, id_dim: int, content_dim: int, split: bool = False):
         super().__init__()
-        self.id_attention = TargetAttention(id_dim, hidden=cfg.attention_hidden, dropout=cfg.dropout)
-        self.content_attention = (TargetAttention(content_dim, hidden=cfg.attention_hidden, dropout=cfg.dropout)
-                                  if content_dim else None)
+        att = dict(hidden=cfg.attention_hidden, dropout=cfg.dropout, split=split)
+        self.id_attention = TargetAttention(id_dim, **att)
+        self.content_attention = TargetAttention(content_dim, **att) if content_dim else None
         body, out = mlp(user_dim + 2 * id_dim + 2 * content_dim, cfg.mlp_hidden, dropout=cfg.dropout)
         self.head = nn.Sequential(body, nn.Linear(out, 1))
 
@@ -69,11 +124,23 @@ class DIN(nn.Module):
                 target_content: Tensor | None = None, history_content: Tensor | None = None) -> RankerOutput:
         id_interest, w = self.id_attention(target_id, history_id, history_mask)     # (B, Di), (B, L)
         parts = [user, target_id, id_interest]
+        wc = None
         if self.content_attention is not None:
             content_interest, wc = self.content_attention(target_content, history_content, history_mask)
             parts += [target_content, content_interest]
-            w = 0.5 * (w + wc)   # the dashboard's weights: mean of the ID and content attention
-        return RankerOutput(self.head(torch.cat(parts, dim=-1)).squeeze(-1), w)
+        return RankerOutput(self.head(torch.cat(parts, dim=-1)).squeeze(-1), w, wc)
+
+    def score_pairs(self, user: Tensor, target_id: Tensor, *, history_id: Tensor, history_mask: Tensor,
+                    target_content: Tensor | None = None, history_content: Tensor | None = None) -> Tensor:
+        """user (B, Du), candidates target_id (C, Di) [+ target_content (C, Dc)], histories (B, L, ·)
+        -> logits (B, C) of every (row, candidate) pair; equals forward on the expanded rows."""
+        n_b, n_c = user.shape[0], target_id.shape[0]
+        parts = [user[:, None].expand(-1, n_c, -1), target_id[None].expand(n_b, -1, -1),
+                 self.id_attention.pairwise(target_id, history_id, history_mask)]          # (B, C, ·)
+        if self.content_attention is not None:
+            parts += [target_content[None].expand(n_b, -1, -1),
+                      self.content_attention.pairwise(target_content, history_content, history_mask)]
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)                             # (B, C)
 
 
 class DCNv2(nn.Module):
@@ -86,20 +153,37 @@ class DCNv2(nn.Module):
         self.deep, deep_out = mlp(d0, cfg.mlp_hidden, dropout=cfg.dropout)
         self.head = nn.Linear(d0 + deep_out, 1)
 
+    def _logits(self, x0: Tensor) -> Tensor:
+        x = x0
+        for layer in self.cross:
+            x = x0 * layer(x) + x                                           # x_{l+1} = x0 ⊙ (W x_l + b) + x_l
+        return self.head(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
+
     def forward(self, user: Tensor, target_id: Tensor, *, history_id: Tensor, history_mask: Tensor,
                 target_content: Tensor | None = None, history_content: Tensor | None = None) -> RankerOutput:
         parts = [user, target_id, masked_mean(history_id, history_mask)]
         if target_content is not None:
             parts += [target_content, masked_mean(history_content, history_mask)]
-        x0 = torch.cat(parts, dim=-1)                                       # (B, d0)
-        x = x0
-        for layer in self.cross:
-            x = x0 * layer(x) + x                                           # x_{l+1} = x0 ⊙ (W x_l + b) + x_l
-        out = self.head(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)  # (B,)
-        return RankerOutput(out, None)
+        return RankerOutput(self._logits(torch.cat(parts, dim=-1)), None)   # x0 (B, d0) -> (B,)
+
+    def score_pairs(self, user: Tensor, target_id: Tensor, *, history_id: Tensor, history_mask: Tensor,
+                    target_content: Tensor | None = None, history_content: Tensor | None = None) -> Tensor:
+        """As DIN.score_pairs: logits (B, C); each row's pooled history is computed once, not per candidate."""
+        n_b, n_c = user.shape[0], target_id.shape[0]
+        rows = [user, masked_mean(history_id, history_mask)]                # per row
+        cands = [target_id]                                                 # per candidate
+        if target_content is not None:
+            rows.append(masked_mean(history_content, history_mask))
+            cands.append(target_content)
+        r = [x[:, None].expand(-1, n_c, -1) for x in rows]
+        c = [x[None].expand(n_b, -1, -1) for x in cands]
+        # x0 in forward's order: [user, target_id, hist_id, (target_content, hist_content)]
+        order = [r[0], c[0], r[1]] + ([c[1], r[2]] if target_content is not None else [])
+        return self._logits(torch.cat(order, dim=-1))                        # (B, C)
 
 
-def build_ranker(cfg: RankerConfig, *, content_dim: int) -> nn.Module:
-    """The configured ranker; content_dim 0 builds it for IDs alone."""
-    cls = DIN if cfg.kind == "din" else DCNv2
-    return cls(cfg, user_dim=cfg.id_dim, id_dim=cfg.id_dim, content_dim=content_dim)
+def build_ranker(cfg: RankerConfig, *, content_dim: int, split_attention: bool = False) -> nn.Module:
+    """The configured ranker; content_dim 0 builds it for IDs alone. `split_attention`: see TargetAttention."""
+    if cfg.kind == "din":
+        return DIN(cfg, user_dim=cfg.id_dim, id_dim=cfg.id_dim, content_dim=content_dim, split=split_attention)
+    return DCNv2(cfg, user_dim=cfg.id_dim, id_dim=cfg.id_dim, content_dim=content_dim)

@@ -103,6 +103,7 @@ def save_resume(directory: Path, *, model_state: dict[str, torch.Tensor], optimi
         "best_epoch": state.best_epoch,
         "bad_epochs": state.bad_epochs,
         "train_seconds": float(state.train_seconds),
+        "val_seconds": float(state.val_seconds),
         "samples_seen": state.samples_seen,
         "best_weights": state.best_weights,
         "rng": rng_state(),
@@ -119,7 +120,8 @@ def load_resume(directory: Path) -> tuple[dict[str, torch.Tensor], dict, FitStat
     set_rng_state(ckpt["rng"])
     state = FitState(epoch=ckpt["epoch"], global_step=ckpt["global_step"], best_auc=ckpt["best_auc"],
                      best_epoch=ckpt["best_epoch"], bad_epochs=ckpt["bad_epochs"],
-                     train_seconds=ckpt["train_seconds"], samples_seen=ckpt["samples_seen"],
+                     train_seconds=ckpt["train_seconds"], val_seconds=ckpt.get("val_seconds", 0.0),
+                     samples_seen=ckpt["samples_seen"],
                      best_weights=ckpt["best_weights"])
     return ckpt["model"], ckpt["optimizer"], state
 

@@ -34,7 +34,8 @@ class FitState:
     best_auc: float = -math.inf
     best_epoch: int = 0
     bad_epochs: int = 0                     # epochs since the last validation AUC improvement
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0              # training steps only (validation excluded)
+    val_seconds: float = 0.0                # the per-epoch validation passes
     samples_seen: int = 0
     best_weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -48,7 +49,7 @@ class World:
 
 
 def is_content_param(name: str) -> bool:
-    """Parameters of the content module (Fusion-Q-Former, adapters, CIC content head) get lr_content."""
+    """Parameters of the content module (Fusion-Q-Former, adapters) get lr_content; the CIC heads go with the ranker."""
     parts = name.split(".")
     return any(p.startswith(CONTENT_PREFIXES) for p in parts)
 
@@ -140,13 +141,16 @@ def fit(model: nn.Module, samples: SampleSet, cfg: Config, *, device: torch.devi
                 on_step(state.global_step, {"train/loss": loss.item(), "train/bce": bce.item(), "train/cic": cic.item()})
             hooks.progress(Progress(phase="train", epoch=epoch, epochs=tc.epochs, step=step,
                                     steps_per_epoch=len(batches), samples_per_s=rate, eta_s=left, loss=loss.item()))
+        train_seconds = time.perf_counter() - t0
         # step 4: validate (every rank does it, so early-stop decisions agree without communication)
         metrics = {f"val/{k}": v for k, v in evaluate_split(model, samples, "val", batch_size=tc.eval_batch_size,
                                                               device=device).items()}
-        seconds = time.perf_counter() - t0
-        state.train_seconds += seconds
+        val_seconds = time.perf_counter() - t0 - train_seconds
+        state.train_seconds += train_seconds
+        state.val_seconds += val_seconds
         state.samples_seen += epoch_samples
-        metrics["time/epoch_seconds"] = seconds
+        metrics.update({"time/epoch_seconds": train_seconds + val_seconds, "time/train_epoch_seconds": train_seconds,
+                        "time/val_epoch_seconds": val_seconds, "perf/train_samples_per_s": epoch_samples / train_seconds})
         state.epoch = epoch
         auc = metrics["val/auc"]
         if auc > state.best_auc or state.best_weights is None:

@@ -5,8 +5,8 @@ Rank 0 of a torchrun world owns the MLflow run; the other ranks train and return
 from __future__ import annotations
 
 import json
-import resource
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,21 +20,16 @@ from em3.data.samples import build_samples
 from em3.errors import RunError
 from em3.evaluation.evaluate import evaluate_splits
 from em3.evaluation.explain import write_all
-from em3.evaluation.recommend import evaluate_topk
+from em3.evaluation.recommend import evaluate_topk, topk_users
 from em3.models.em3 import build_model
 from em3.models.losses import alignment, uniformity
 from em3.training import checkpoint, distributed
 from em3.training.batches import to_batch
 from em3.training.fit import FitState, World, fit
 from em3.training.hooks import Hooks, Progress, RunResult
+from em3.training.memory import PeakMemory
+from em3.training.runtime import configure_cpu
 from em3.training.tracking import RunTracker, download_dir
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: CUDA allocator peak on GPU, max RSS on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB
 
 
 def logged_config(run_id: str) -> Config:
@@ -57,7 +52,7 @@ def load_run_data(cfg: Config, *, hooks: Hooks, world: World = World()):
         hooks.progress(Progress(phase="cache", message="building the feature cache"))
         if world.rank != 0:
             distributed.barrier(world)
-        tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False)
+        tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False, on_batch=hooks.cache_batch)
         if world.rank == 0:
             distributed.barrier(world)
     return raw, samples, tokens
@@ -92,16 +87,17 @@ def run_training(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None =
         cfg = replace(logged, train=replace(logged.train, epochs=max(cfg.train.epochs, logged.train.epochs),
                                             device=cfg.train.device))
     device = distributed.resolve_device(cfg.train.device)
+    cpu_tags = configure_cpu(cfg.speed)
     world = distributed.setup(device.type)
     tracker = None
     if world.rank == 0:
         tracker = (RunTracker.reopen(resume_run_id) if resume_run_id else
-                   RunTracker.start(cfg, tags=tags, run_name=run_name, device=str(device)))
+                   RunTracker.start(cfg, tags={**cpu_tags, **(tags or {})}, run_name=run_name, device=str(device)))
     run_id = distributed.broadcast(tracker.run_id if tracker else "", world)
     try:
-        with tempfile.TemporaryDirectory(prefix="em3-run-") as work:
+        with tempfile.TemporaryDirectory(prefix="em3-run-") as work, PeakMemory(device) as memory:
             return _train(cfg, run_id=run_id, tracker=tracker, hooks=hooks, device=device, world=world,
-                          resume=bool(resume_run_id), work=Path(work))
+                          resume=bool(resume_run_id), work=Path(work), memory=memory)
     except BaseException as e:
         killed = isinstance(e, KeyboardInterrupt)          # Ctrl-C, or SIGTERM via the CLI's handler
         message = "interrupted" if killed else f"{type(e).__name__}: {e}"
@@ -114,12 +110,12 @@ def run_training(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None =
 
 
 def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks, device: torch.device,
-           world: World, resume: bool, work: Path) -> RunResult:
+           world: World, resume: bool, work: Path, memory: PeakMemory) -> RunResult:
     raw, samples, tokens = load_run_data(cfg, hooks=hooks, world=world)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, samples=samples, tokens=tokens).to(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    if tracker is not None:
+        tracker.tag("em3.memory_kind", memory.kind)
     state, optimizer_state = None, None
     if resume:
         with tempfile.TemporaryDirectory() as d:
@@ -152,10 +148,14 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
 
     state, ended = fit(model, samples, cfg, device=device, hooks=hooks, state=state, optimizer_state=optimizer_state,
                        world=world, on_step=on_step, on_epoch_end=on_epoch_end)
+    epochs = max(state.epoch, 1)
     summary = {"best_epoch": float(state.best_epoch), "params/trainable": float(n_train), "params/total": float(n_total),
-               "time/train_seconds": state.train_seconds,
-               "perf/samples_per_s": state.samples_seen / max(state.train_seconds, 1e-9),
-               "perf/peak_memory_mb": peak_memory_mb(device)}
+               "params/history_trainable": float(model.history_trainable_parameters()),
+               "time/train_seconds": state.train_seconds, "time/val_seconds": state.val_seconds,
+               "time/train_seconds_per_epoch": state.train_seconds / epochs,
+               "time/val_seconds_per_epoch": state.val_seconds / epochs,
+               "perf/samples_per_s": state.samples_seen / max(state.train_seconds, 1e-9),   # training steps only
+               "perf/peak_memory_mb": memory.mb}
     if ended == "cancelled":
         if tracker is not None:
             tracker.metrics(summary, state.epoch)
@@ -166,11 +166,21 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
     metrics = dict(summary)
     if world.rank == 0:
         hooks.progress(Progress(phase="eval", message="evaluating " + ", ".join(s for s in samples.splits if s != "train")))
+        t0 = time.perf_counter()
         metrics.update(evaluate_splits(model, samples, batch_size=cfg.train.eval_batch_size, device=device))
-        metrics.update(evaluate_topk(model, samples, k=cfg.train.topk, device=device))
+        t1 = time.perf_counter()
+        users = topk_users(samples, sample=cfg.train.topk_users, seed=cfg.train.seed)
+        hooks.progress(Progress(phase="eval", message=f"top-{cfg.train.topk} ranking of the catalogue for "
+                                                      f"{len(users):,} test users"))
+        metrics.update(evaluate_topk(model, samples, k=cfg.train.topk, device=device, users=users))
+        t2 = time.perf_counter()
+        hooks.progress(Progress(phase="explain", message="writing explain artifacts"))
         explain = write_all(model, samples, tokens, seed=cfg.train.seed, k=cfg.train.topk, device=device,
-                            directory=work / "explain")
+                            directory=work / "explain",
+                            on_artifact=lambda name: hooks.progress(Progress(phase="explain", message=f"writing {name}")))
         tracker.artifacts(explain, "explain")
+        metrics.update({"time/eval_seconds": t1 - t0, "time/topk_seconds": t2 - t1,
+                        "time/explain_seconds": time.perf_counter() - t2, "perf/peak_memory_mb": memory.mb})
         # Final metrics at the last epoch's step, so each key's latest value is the best model's.
         tracker.metrics({k: v for k, v in metrics.items() if np.isfinite(v)}, state.epoch)
         tracker.finish("FINISHED")

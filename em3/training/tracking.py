@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from em3 import paths
+from em3.arms import arm_tags
 from em3.config import CONFIG_VERSION, Config, flatten, to_dict
 
 EXPERIMENT = "em3"
@@ -71,10 +72,13 @@ class RunTracker:
     @classmethod
     def start(cls, cfg: Config, *, tags: dict[str, str] | None = None, run_name: str | None = None,
               device: str = "cpu") -> "RunTracker":
-        """Create the run with the standard tags, flattened params and config.json."""
+        """Create the run with the standard tags, flattened params and config.json.
+
+        em3.arm is the config's arm, or "custom" (with em3.base_arm) when an arm-defining knob contradicts it.
+        """
         c = client()
         mark_stale_runs(c)   # start-up: runs whose process died are no longer shown RUNNING
-        all_tags = {"em3.arm": cfg.model.arm, "em3.ranker": cfg.model.ranker.kind, "em3.dataset": dataset_tag(cfg),
+        all_tags = {**arm_tags(cfg), "em3.ranker": cfg.model.ranker.kind, "em3.dataset": dataset_tag(cfg),
                     "em3.kind": "ctr", "em3.config_version": str(CONFIG_VERSION), "em3.device": device,
                     "em3.pid": str(os.getpid()), "em3.host": socket.gethostname(), **(tags or {})}
         exp = experiment_id(c)

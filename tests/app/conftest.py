@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+import app.live
+import app.state
 from app.jobs import JobRegistry
 from em3.config import preset, with_arm, with_overrides
 from em3.paths import tracking_uri
@@ -76,3 +78,12 @@ def use_store(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("EM3_MLRUNS_DIR", str(root))
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return _use
+
+
+@pytest.fixture
+def fake_registry(monkeypatch: pytest.MonkeyPatch) -> JobRegistry:
+    """The pages' job registry (app.state.registry) swapped for one whose trainer is fake_train: no training."""
+    reg = JobRegistry(train_fn=lambda cfg, **kw: fake_train(cfg, **kw))
+    monkeypatch.setattr(app.state, "registry", lambda: reg)
+    monkeypatch.setattr(app.live, "registry", lambda: reg)
+    return reg

@@ -15,6 +15,7 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from em3.arms import arm_tags
 from em3.config import CONFIG_VERSION, Config, flatten, to_dict
 from em3.paths import tracking_uri
 from em3.training.hooks import Hooks, Progress, RunResult
@@ -26,36 +27,53 @@ def experiment_id(client: MlflowClient, name: str = "em3") -> str:
     return real(client, name)
 
 
-def write_explain(client: MlflowClient, run_id: str, *, n_items: int = 12, seed: int = 0) -> None:
-    """Small explain/ artifacts of the contract's shapes (item indices 1..n_items)."""
+def write_explain(client: MlflowClient, run_id: str, *, n_items: int = 12, seed: int = 0, cic: bool = False,
+                  content_attention: bool = False) -> None:
+    """Small explain/ artifacts of the contract's shapes (item indices 1..n_items; items 11, 12 cold).
+
+    cic: embeddings.npz also holds the shared space (content_aligned / id_aligned, matched pairs close);
+    content_attention: ranker_attention.npz also holds DIN's content weights.
+    """
     rng = np.random.default_rng(seed)
     grid, ti, tt, nq = (2, 2), 4, 5, 2
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         items = np.arange(1, n_items + 1)
-        np.savez(d / "embeddings.npz", item_index=items, content=rng.normal(size=(n_items, 8)),
-                 id=rng.normal(size=(n_items, 8)))
+        id_row = np.r_[np.arange(2, n_items), 1, 1][:n_items]                # the last two items share the unknown ID
+        ids = rng.normal(size=(n_items, 6))
+        ids[id_row == 1] = ids[id_row == 1][0]
+        emb = {"item_index": items, "content": rng.normal(size=(n_items, 8)), "id": ids, "id_row": id_row}
+        if cic:
+            shared = rng.normal(size=(n_items, 4))
+            unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)   # noqa: E731
+            emb["content_aligned"] = unit(shared + 0.1 * rng.normal(size=shared.shape))
+            emb["id_aligned"] = unit(np.where((id_row == 1)[:, None], shared[-1], shared))
+        np.savez(d / "embeddings.npz", **emb)
         att = rng.random((n_items, 1, 2, nq, ti + tt))
         np.savez(d / "fusion_attention.npz", items=items, attention=att / att.sum(-1, keepdims=True),
                  image_grid=np.array(grid), Ti=np.array(ti))
         (d / "text_tokens.json").write_text(json.dumps({str(i): [f"tok{i}_{j}" for j in range(tt)] for i in items}))
         hist = rng.integers(1, n_items + 1, size=(3, 4))
-        np.savez(d / "ranker_attention.npz", user=np.arange(3), target=items[:3], history=hist,
-                 weights=rng.random((3, 4)))
+        ranker = {"user": np.arange(3), "target": items[:3], "history": hist, "weights": rng.random((3, 4)),
+                  "weights_kind": np.asarray("id")}
+        if content_attention:
+            ranker["content_weights"] = rng.random((3, 4))
+        np.savez(d / "ranker_attention.npz", **ranker)
         (d / "recommendations.json").write_text(json.dumps({"0": [[1, 0.9], [2, 0.8]]}))
         client.log_artifacts(run_id, str(d), "explain")
 
 
 def fake_train(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None = None, run_name: str | None = None,
                resume_run_id: str | None = None, steps: int = 3, delay: float = 0.0, fail: str | None = None,
-               explain: bool = False, calls: list | None = None) -> RunResult:
-    """Log params, step losses, per-epoch val metrics and final metrics; honour should_stop; optionally fail."""
+               explain: bool = False, calls: list | None = None,
+               metrics: dict[str, float] | None = None) -> RunResult:
+    """Log params, step losses, per-epoch val and final metrics (+ `metrics`); honour should_stop; optionally fail."""
     hooks = hooks or Hooks()
     if calls is not None:
         calls.append(run_name)
     client = MlflowClient(tracking_uri=tracking_uri())
     run = client.create_run(experiment_id(client), run_name=run_name, tags={
-        "em3.arm": cfg.model.arm, "em3.ranker": cfg.model.ranker.kind, "em3.kind": "ctr",
+        **arm_tags(cfg), "em3.ranker": cfg.model.ranker.kind, "em3.kind": "ctr",
         "em3.dataset": f"synthetic-{cfg.data.preset}" if cfg.data.source == "synthetic" else cfg.data.source,
         "em3.config_version": str(CONFIG_VERSION), "em3.device": "cpu", **(tags or {})})
     rid = run.info.run_id
@@ -83,9 +101,12 @@ def fake_train(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None = N
     final = {f"{s}/{m}": float(v + rng.normal(0, 0.01)) for s in ("val", "test", "test_cold")
              for m, v in (("auc", 0.7), ("gauc", 0.62), ("logloss", 0.6))}
     final["best_epoch"] = float(cfg.train.epochs)
+    final.update(metrics or {})
     client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in final.items()])
     if explain:
-        write_explain(client, rid, seed=cfg.train.seed)
+        content = cfg.model.use_content
+        write_explain(client, rid, seed=cfg.train.seed, cic=content and cfg.model.cic.weight > 0,
+                      content_attention=content and cfg.model.ranker.kind == "din")
     client.set_terminated(rid, "FINISHED")
     hooks.progress(Progress("done", cfg.train.epochs, cfg.train.epochs))
     return RunResult(rid, "FINISHED", metrics=final)

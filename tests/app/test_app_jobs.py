@@ -37,7 +37,12 @@ def test_jobs_run_in_submission_order_one_at_a_time():
     client = MlflowClient(tracking_uri=tracking_uri())
     statuses = {client.get_run(s["run_id"]).info.status for s in snaps}
     assert statuses == {"FINISHED"}
-    assert snaps[0]["losses"] and snaps[0]["epochs"][0]["val/auc"] > 0.5
+    # the live view relays exactly what the run logged (per-step loss, per-epoch validation), not a value of its own
+    rid = snaps[0]["run_id"]
+    losses = sorted((m.step, m.value) for m in client.get_metric_history(rid, "train/loss"))
+    val = sorted((m.step, m.value) for m in client.get_metric_history(rid, "val/auc") if m.step >= 1)
+    assert snaps[0]["losses"] == losses and len(losses) == 3
+    assert [(e["epoch"], e["val/auc"]) for e in snaps[0]["epochs"]] == val and len(val) == 1
     assert snaps[0]["device"].startswith(("cpu", "cuda"))
 
 
@@ -110,3 +115,34 @@ def test_group_submission_tags_every_run():
     runs = [client.get_run(reg.wait(i, timeout=60)["run_id"]) for i in ids]
     assert {r.data.tags["em3.group"] for r in runs} == {group}
     assert {r.data.tags["em3.job"] for r in runs} == set(ids)
+
+
+def test_cancel_during_the_cache_phase_ends_cancelled_not_failed():
+    started = threading.Event()
+
+    def train(cfg, *, hooks, **kw):
+        from mlflow.tracking import MlflowClient as Client
+
+        from em3.training.hooks import Cancelled
+        from tests.app.fake_training import experiment_id
+        client = Client(tracking_uri=tracking_uri())
+        run = client.create_run(experiment_id(client), tags=kw.get("tags"))
+        started.set()
+        try:
+            for done in range(1, 3001):                        # a long feature-cache build, batch by batch
+                hooks.cache_batch(done, 3000)
+                time.sleep(0.01)
+        except Cancelled:                                      # what run_training's interrupt handling does
+            client.set_terminated(run.info.run_id, "KILLED")
+            raise
+        return fake_train(cfg, hooks=hooks, **kw)
+
+    reg = JobRegistry(train_fn=train)
+    job = reg.submit(_cfg(), name="caching")
+    assert started.wait(30)
+    time.sleep(0.1)
+    assert reg.get(job)["progress"]["phase"] == "cache"
+    assert reg.cancel(job)
+    snap = reg.wait(job, timeout=30)
+    assert snap["state"] == CANCELLED and snap["error"] is None
+    assert snap["progress"]["step"] < 3000

@@ -8,10 +8,13 @@ from PIL import Image
 
 from app.launch_form import base_config, build_config, check_dataset_dir, knob_defaults
 from em3.config import ConfigError, preset
-from em3.evaluation.views_alignment import link_segments, pair_cosines, project_pairs
-from em3.evaluation.views_attention import normalise, overlay, shaded_tokens_html, split_attention
+from em3.evaluation.views_alignment import (cold_rows, link_segments, match_rate, mean_pairwise_cosine,
+                                            pair_cosines, project, project_pairs, shared_projection,
+                                            shared_space)
+from em3.evaluation.views_attention import (item_text_tokens, normalise, overlay, ranker_weights, shaded_tokens_html,
+                                            split_attention)
 from em3.evaluation.views_reference import references_for
-from em3.evaluation.views_tables import format_summary, group_summary, param_diff
+from em3.evaluation.views_tables import arm_summary, efficiency_column, format_summary, group_summary, param_diff
 
 
 def test_group_summary_mean_std_and_delta_against_em3():
@@ -43,8 +46,44 @@ def test_project_pairs_shapes_and_identical_pairs_coincide():
     c, e = project_pairs(x, x.copy(), method="pca")
     assert c.shape == e.shape == (20, 2)
     np.testing.assert_allclose(c, e, atol=1e-9)            # same vectors → same points in the shared projection
-    c2, e2 = project_pairs(x, np.random.default_rng(1).normal(size=(20, 4)), method="tsne")
+    c2, e2 = project_pairs(x, np.random.default_rng(1).normal(size=(20, 8)), method="tsne")
     assert c2.shape == e2.shape == (20, 2) and np.isfinite(c2).all()
+
+
+def test_project_pairs_refuses_tables_that_are_not_in_one_space():
+    x = np.random.default_rng(0).normal(size=(20, 8))
+    with pytest.raises(ValueError, match="not in one space"):
+        project_pairs(x, np.random.default_rng(1).normal(size=(20, 4)))     # raw content D vs raw id_dim
+
+
+def test_shared_projection_is_one_fit_on_the_union():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(15, 6)) * 0.1 + np.r_[1.0, 0, 0, 0, 0, 0]             # two clusters, far apart
+    b = rng.normal(size=(5, 6)) * 0.1 - np.r_[1.0, 0, 0, 0, 0, 0]
+    axy, bxy = shared_projection(a, b)
+    assert axy.shape == (15, 2) and bxy.shape == (5, 2)
+    assert np.sign(axy[:, 0]).min() == np.sign(axy[:, 0]).max() != np.sign(bxy[:, 0]).max()   # one axis splits them
+    assert project(a).shape == (15, 2)                                          # one table on its own
+
+
+def test_shared_space_and_cold_rows_of_an_export():
+    emb = {"item_index": np.arange(4), "content": np.ones((4, 3)), "id": np.ones((4, 2)),
+           "id_row": np.array([0, 1, 2, 1])}
+    assert shared_space(emb) is None                                         # no CIC heads: no shared space
+    np.testing.assert_array_equal(cold_rows(emb), [False, True, False, True])
+    aligned = {**emb, "content_aligned": np.eye(4)[:, :3], "id_aligned": np.eye(4)[:, :3]}
+    c, e = shared_space(aligned)
+    assert c.shape == e.shape == (4, 3)
+    older = {"id": np.array([[0.0, 0.0], [0.5, 0.1], [0.2, 0.3], [0.5, 0.1]])}   # rows 1 and 3 share the unknown ID
+    np.testing.assert_array_equal(cold_rows(older), [False, True, False, True])
+
+
+def test_match_rate_and_mean_pairwise_cosine():
+    x = np.eye(4)
+    assert match_rate(x, x) == 1.0
+    assert match_rate(x, np.roll(x, 1, axis=0)) == 0.0                      # every item's nearest ID is another's
+    assert mean_pairwise_cosine(np.ones((3, 2))) == pytest.approx(1.0)        # a collapsed side
+    assert mean_pairwise_cosine(x) == pytest.approx(0.0)
 
 
 def test_link_segments_are_nan_separated():
@@ -104,3 +143,47 @@ def test_launch_form_builds_configs_and_checks_paths(tmp_path):
     assert check_dataset_dir(str(tmp_path), "files") == tmp_path.resolve()
     with pytest.raises(ConfigError, match="not a directory"):
         check_dataset_dir(str(tmp_path / "items.csv"), "files")
+
+
+def test_efficiency_column_formats_what_the_run_logged_and_says_what_it_did_not():
+    metrics = {"params/trainable": 12345.0, "params/total": 1234567.0, "params/history_trainable": 2048.0,
+               "time/train_seconds_per_epoch": 12.3456, "time/val_seconds_per_epoch": 0.5,
+               "perf/samples_per_s": 8421.7, "perf/peak_memory_mb": 1536.25}
+    col = efficiency_column(metrics, {"em3.device": "cuda (NVIDIA H200)", "em3.memory_kind": "CUDA allocator peak"})
+    assert col == {"Trainable parameters": "12,345 (1.0% of 1,234,567)", "Total parameters": "1,234,567",
+                   "History-path trainable parameters": "2,048", "Train seconds / epoch": "12.35 s",
+                   "Validation seconds / epoch": "0.50 s", "Training samples / s": "8,422",
+                   "Peak memory": "1,536.2 MiB (CUDA allocator peak)", "Device": "cuda (NVIDIA H200)"}
+    older = efficiency_column({"params/trainable": 10.0, "perf/peak_memory_mb": 99.0}, {})
+    assert older["Trainable parameters"] == "10" and older["Total parameters"] == "not logged"
+    assert older["Train seconds / epoch"] == older["Device"] == "not logged"
+    assert older["Peak memory"] == "99.0 MiB (kind not logged)"
+
+
+def test_text_tokens_are_looked_up_by_item_never_by_row():
+    tokens = {"1": ["first"], "7": ["seventh"]}
+    assert item_text_tokens(tokens, 7) == ["seventh"]
+    assert item_text_tokens(tokens, 2) is None          # not tokens["1"] (row 1's key): item 2 has none exported
+
+
+def test_ranker_weights_are_labelled_by_what_they_are():
+    w, wc = np.array([[0.2, 0.8]]), np.array([[0.6, 0.4]])
+    both = ranker_weights({"weights": w, "content_weights": wc, "weights_kind": np.asarray("id")})
+    assert [label for label, _ in both] == ["ID attention", "content attention"]
+    np.testing.assert_array_equal(both[1][1], wc)
+    assert [label for label, _ in ranker_weights({"weights": w, "weights_kind": np.asarray("id")})] == ["ID attention"]
+    (older,) = ranker_weights({"weights": w})           # exports before the split: DIN's mean for content runs
+    assert older[0] == "attention (older export: for a content run, the mean of ID and content attention)"
+
+
+def test_arm_summary_splits_rankers_and_keeps_custom_runs_apart():
+    runs = pd.DataFrame({"arm_label": ["em3", "em3", "custom (from em3)", "em3", "id_only"],
+                         "ranker": ["din", "din", "din", "dcnv2", "dcnv2"],
+                         "test/auc": [0.70, 0.72, 0.50, 0.66, 0.60]})
+    s = arm_summary(runs, metrics=("test/auc",))
+    assert list(s.index) == ["custom (from em3) · din", "em3 · din", "em3 · dcnv2", "id_only · dcnv2"]
+    assert s.loc["em3 · din", "n"] == 2 and s.loc["em3 · din", "test/auc mean"] == pytest.approx(0.71)
+    assert s.loc["id_only · dcnv2", "test/auc Δ"] == pytest.approx(0.60 - 0.66)   # against em3 of its own ranker
+    assert s.loc["custom (from em3) · din", "test/auc Δ"] == pytest.approx(0.50 - 0.71)
+    one = arm_summary(runs[runs["ranker"] == "din"], metrics=("test/auc",))
+    assert list(one.index) == ["custom (from em3)", "em3"]                          # one ranker: arms alone

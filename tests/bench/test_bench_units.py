@@ -22,6 +22,12 @@ def test_config_hash_ignores_a_later_field_at_its_old_behaviour():
     assert config_hash(with_overrides(a, {"data.val_cold_item_frac": 0.1})) != config_hash(a)
 
 
+def test_config_hash_leaves_out_how_a_run_is_executed():
+    a = preset("tiny")
+    assert config_hash(with_overrides(a, {"speed.threads": 1})) == config_hash(a)
+    assert config_hash(with_overrides(a, {"speed.compute_dtype": "bf16"})) != config_hash(a)   # changes results
+
+
 def test_config_hash_is_stable_and_sensitive():
     a, b = preset("tiny", "em3"), preset("tiny", "em3")
     assert config_hash(a) == config_hash(b)

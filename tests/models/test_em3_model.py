@@ -131,12 +131,15 @@ def test_lora_trains_far_fewer_parameters_in_the_history_path(config, samples, t
     assert _model(config, samples, tokens, "em3_frozen_history").history_trainable_parameters() == 0
 
 
-def test_token_buffers_are_float16_and_not_checkpointed(config, samples, tokens):
-    model = _model(config, samples, tokens)
-    assert model.content.store.image.dtype == torch.float16
+@pytest.mark.parametrize("speed, dtype", [({"speed__prenorm_tokens": False}, torch.float16),
+                                          ({}, torch.float32),
+                                          ({"speed__compute_dtype": "bf16"}, torch.bfloat16)])
+def test_token_buffers_have_the_store_dtype_and_are_not_checkpointed(config, samples, tokens, speed, dtype):
+    model = _model(config, samples, tokens, **speed)
+    assert model.content.store.image.dtype == dtype and model.content.store.text.dtype == dtype
     keys = model.state_dict().keys()
     assert not any(k.endswith(("store.image", "store.text", "id_index", "warm_items")) for k in keys)
-    fresh = _model(config, samples, tokens, seed=1)
+    fresh = _model(config, samples, tokens, seed=1, **speed)
     fresh.load_state_dict(model.state_dict())               # a checkpoint round-trips
     batch = make_batch()
     torch.testing.assert_close(fresh.eval()(batch).logits, model.eval()(batch).logits)

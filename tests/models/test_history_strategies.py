@@ -120,3 +120,22 @@ def test_lora_on_blip2_and_mean_modes(config, tokens):
 def test_lora_targets_absent_from_the_module_are_rejected(config, tokens):
     with pytest.raises(ConfigError, match="model.history.lora_targets"):
         _encoder(config, tokens, "lora", model__history__lora_targets=("fc1", "fc2"))
+
+
+def test_lora_history_loss_puts_nonzero_gradient_on_every_adapter(config, tokens):
+    enc = _encoder(config, tokens, "lora")
+    base, lora = _split(enc)
+    # at init lora_B = 0, so lora_A's gradient is exactly 0 (peft's zero-start); every lora_B gets one
+    enc(TARGET, HISTORY)[1].pow(2).sum().backward()
+    for n, p in lora.items():
+        assert p.grad is not None, n
+        assert (p.grad.abs().sum() > 0) == ("lora_B" in n), n
+    enc.zero_grad(set_to_none=True)
+    with torch.no_grad():                                   # adapters that have trained: both halves get gradient
+        for n, p in lora.items():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    enc(TARGET, HISTORY)[1].pow(2).sum().backward()
+    assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora.values()), \
+        [n for n, p in lora.items() if p.grad is None or p.grad.abs().sum() == 0]
+    assert all(_no_grad(p) for p in base.values())

@@ -26,13 +26,38 @@ def _train(cfg, samples, **kw):
     return model, state, ended
 
 
-def test_fit_learns_and_restores_best_weights():
+def test_fit_learns():
     samples = fake_samples()
     model, state, ended = _train(_cfg(**{"train.epochs": 6}), samples)
     assert ended == "completed" and state.epoch == 6 and state.global_step == 6 * 7   # 420 train rows / 64
-    val = evaluate_split(model, samples, "val", batch_size=256, device=CPU)
-    assert val["auc"] == pytest.approx(state.best_auc)       # the best epoch's weights are back
     assert state.best_auc > 0.6
+
+
+def test_a_worse_final_epoch_leaves_the_best_epochs_weights_in_the_model():
+    samples = fake_samples()
+    epochs, snapshots, aucs = 4, {}, {}
+
+    def sabotage(st, metrics, optimizer) -> None:
+        snapshots[st.epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        aucs[st.epoch] = metrics["val/auc"]
+        if st.epoch == epochs - 1:                          # the last epoch starts from flipped logits, lr 0:
+            for g in optimizer.param_groups:                # its val AUC is 1 - the previous one
+                g["lr"] = 0.0
+            with torch.no_grad():
+                model.mlp[-1].weight.neg_()
+                model.mlp[-1].bias.neg_()
+
+    torch.manual_seed(0)
+    model = FakeModel(samples)
+    state, ended = fit(model, samples, _cfg(**{"train.epochs": epochs}), device=CPU, on_epoch_end=sabotage)
+    assert ended == "completed" and aucs[epochs] < 0.5 < max(aucs.values())
+    assert state.best_epoch < epochs and aucs[state.best_epoch] == max(aucs.values()) == state.best_auc
+    restored = model.state_dict()
+    for name, value in snapshots[state.best_epoch].items():
+        torch.testing.assert_close(restored[name], value, rtol=0, atol=0, msg=name)
+    assert not torch.equal(restored["mlp.3.weight"], snapshots[epochs]["mlp.3.weight"])   # not the last epoch's
+    val = evaluate_split(model, samples, "val", batch_size=256, device=CPU)
+    assert val["auc"] == pytest.approx(state.best_auc)
 
 
 def test_same_seed_same_metrics_other_seed_differs():
@@ -93,3 +118,10 @@ def test_optimizer_has_separate_content_and_ranker_learning_rates():
     opt = make_optimizer(WithContent(fake_samples()), _cfg(**{"train.lr_content": 1e-4, "train.lr_ranker": 1e-2}))
     lrs = {g["name"]: (g["lr"], len(g["params"])) for g in opt.param_groups}
     assert lrs == {"content": (1e-4, 2), "ranker": (1e-2, 6)}
+
+
+def test_plain_module_fallback_puts_the_cic_heads_with_the_ranker_like_em3model():
+    from em3.training.fit import is_content_param
+    assert is_content_param("content.fusion.layers.0.attn.q_proj.lora_A.history.weight")
+    assert not is_content_param("cic_content_head.weight") and not is_content_param("cic_id_head.bias")
+    assert not is_content_param("ranker.head.0.0.weight")

@@ -1,0 +1,123 @@
+"""The speed bench: one training epoch + validation per row, each speed lever on and off, with val AUC beside it.
+
+Every row is the MovieLens preset (or tiny synthetic, --quick) with an arm and a few overrides,
+trained for exactly one epoch from the same seed in a fresh process (em3.bench.speed_probe), so
+rows compare time *and* the validation AUC reached with the same training budget. Results are
+kept in a JSON file after every row, keyed by config hash, so an interrupted bench resumes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from em3.bench.runs import config_hash
+from em3.config import Config, preset, to_dict, with_arm, with_overrides
+from em3.paths import REPO_ROOT
+
+SECTION = "## Speed (CPU training, MovieLens-100K)"
+# Every lever at the value of the code before the levers existed.
+ALL_OFF: dict[str, Any] = {"speed.prenorm_tokens": False, "speed.project_once": False,
+                           "speed.queries_only_last_layer": False, "speed.din_split_attention": False,
+                           "speed.merge_lora_history": False,
+                           "speed.eval_item_cache": False, "speed.keep_heap": False, "speed.compute_dtype": "fp32"}
+
+# name -> (arm, overrides on top of the base). Lever rows switch one thing of the `em3` row.
+ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "id_only": ("id_only", {}),
+    "precomputed": ("precomputed", {}),
+    "em3": ("em3", {}),
+    "em3_shared_history": ("em3_shared_history", {}),
+    "em3, every lever off (the old code path)": ("em3", ALL_OFF),
+    "em3, prenorm_tokens off": ("em3", {"speed.prenorm_tokens": False}),
+    "em3, project_once off": ("em3", {"speed.project_once": False}),
+    "em3, queries_only_last_layer off": ("em3", {"speed.queries_only_last_layer": False}),
+    "em3, merge_lora_history off": ("em3", {"speed.merge_lora_history": False}),
+    "em3, din_split_attention off": ("em3", {"speed.din_split_attention": False}),
+    "em3, eval_item_cache off": ("em3", {"speed.eval_item_cache": False}),
+    "em3, keep_heap off": ("em3", {"speed.keep_heap": False}),
+    "em3, compute_dtype bf16": ("em3", {"speed.compute_dtype": "bf16"}),
+    "em3, batch 1024": ("em3", {"train.batch_size": 1024}),
+    "em3, batch 1024, bf16": ("em3", {"train.batch_size": 1024, "speed.compute_dtype": "bf16"}),
+    "id_only, batch 1024": ("id_only", {"train.batch_size": 1024}),
+    "em3, batch 2048": ("em3", {"train.batch_size": 2048}),
+    "em3, batch 2048, bf16": ("em3", {"train.batch_size": 2048, "speed.compute_dtype": "bf16"}),
+    "id_only, batch 2048": ("id_only", {"train.batch_size": 2048}),
+    "em3_shared_history, batch 2048, bf16": ("em3_shared_history", {"train.batch_size": 2048,
+                                                                    "speed.compute_dtype": "bf16"}),
+}
+QUICK_ROWS = ("id_only", "em3", "em3, every lever off (the old code path)")
+QUICK_SETS: dict[str, Any] = {"train.max_steps_per_epoch": 3, "train.batch_size": 64}
+
+
+def base_config(*, data: str, quick: bool, sets: Mapping[str, str]) -> Config:
+    cfg = preset("tiny" if data == "synthetic" else "movielens")
+    if quick:
+        cfg = with_overrides(cfg, QUICK_SETS)
+    return with_overrides(cfg, {"train.device": "cpu", **dict(sets)})
+
+
+def row_config(base: Config, name: str) -> Config:
+    arm, overrides = ROWS[name]
+    return with_overrides(with_arm(base, arm), overrides)
+
+
+def probe(cfg: Config, *, timeout_s: float = 3600) -> dict[str, Any]:
+    """One row in a fresh Python process; {'error': ...} when it fails."""
+    spec = json.dumps({"config": to_dict(cfg)})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "em3.bench.speed_probe", spec], capture_output=True, text=True,
+                              env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:.0f} s"}
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("SPEED ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    return json.loads(line[len("SPEED "):])
+
+
+def default_json(base: Config) -> Path:
+    return REPO_ROOT / ".cache" / "bench" / f"speed-{config_hash(base)[:10]}.json"
+
+
+def run_speed(*, data: str, quick: bool, sets: Mapping[str, str], rows: Sequence[str], command: str,
+              json_out: str = "", write: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure every row not yet in the JSON file (same config hash); write the table; return the results."""
+    base = base_config(data=data, quick=quick, sets=sets)
+    path = Path(json_out) if json_out else default_json(base)
+    result: dict[str, Any] = {"command": command, "data": data, "quick": quick, "rows": []}
+    if path.exists():
+        result["rows"] = json.loads(path.read_text()).get("rows", [])
+    done = {r["config_hash"] for r in result["rows"] if "error" not in r}
+    result["rows"] = [r for r in result["rows"] if "error" not in r]
+    for name in rows:
+        cfg = row_config(base, name)
+        h = config_hash(cfg)
+        if h in done:
+            log(f"  {name}: already measured ({path})")
+            continue
+        t0 = time.perf_counter()
+        r = probe(cfg)
+        r.update(name=name, config_hash=h, arm=cfg.model.arm, dtype=cfg.speed.compute_dtype,
+                 finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        if "error" in r:
+            log(f"  {name}: FAILED {r['error']}")
+        else:
+            result["rows"] = [x for x in result["rows"] if x["name"] != name] + [r]
+            log(f"  {name}: train {r['train_epoch_s']:.1f} s + val {r['val_epoch_s']:.1f} s, "
+                f"{r['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s, val AUC {r['val_auc']:.4f} "
+                f"({time.perf_counter() - t0:.0f} s)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))   # after every row: an interrupted bench keeps it
+    if write:
+        from em3.bench.report import machine_line, write_block
+        from em3.bench.speed_table import render
+
+        write_block(render(result, machine=machine_line(), order=list(ROWS)), section=SECTION, name="speed")
+    return result

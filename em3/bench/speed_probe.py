@@ -1,0 +1,75 @@
+"""One row of the speed bench in a fresh process: one training epoch and its validation, timed, with FLOPs.
+
+Run as `python -m em3.bench.speed_probe '<json spec>'`; prints one `SPEED {json}` line. The matmul
+peaks (fp32 and bf16) are measured in the same process, right before the epoch, so the row's
+utilisation is judged against what this process could do at that moment.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import torch
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """spec: config (to_dict; its train.epochs is ignored: one epoch), flops_batches. Returns the row."""
+    from dataclasses import replace
+
+    from em3.bench.flops import count_flops, matmul_flops_per_s
+    from em3.config import from_dict
+    from em3.data.prepare import prepare
+    from em3.models.em3 import build_model
+    from em3.training.batches import epoch_permutation, global_batches, to_batch
+    from em3.training.distributed import resolve_device
+    from em3.training.fit import compute_loss, fit
+    from em3.training.memory import PeakMemory
+    from em3.training.runtime import configure_cpu
+
+    cfg = from_dict(spec["config"])
+    cfg = replace(cfg, train=replace(cfg.train, epochs=1, patience=0))
+    configure_cpu(cfg.speed)
+    device = resolve_device(cfg.train.device)
+    peaks = {name: matmul_flops_per_s(device, dtype=dt)["flops_per_s"]
+             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    with PeakMemory(device) as memory:
+        data = prepare(cfg)
+        samples = data.samples
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg, samples=samples, tokens=data.tokens).to(device).train()
+        train_rows = samples.splits["train"]
+        perm = train_rows[epoch_permutation(len(train_rows), seed=cfg.train.seed, epoch=1)]
+        batches = global_batches(perm, batch_size=cfg.train.batch_size, max_steps=cfg.train.max_steps_per_epoch)
+
+        def step(rows) -> None:        # forward + backward, no update (the weights stay as initialised)
+            batch = to_batch(samples, rows, device)
+            loss, _, _ = compute_loss(model(batch), batch["label"], cfg)
+            loss.backward()
+
+        n_flops = [count_flops(lambda r=r: step(r)) for r in batches[:spec.get("flops_batches", 2)]]
+        model.zero_grad(set_to_none=True)
+        metrics: dict[str, float] = {}
+        state, _ = fit(model, samples, cfg, device=device, on_epoch_end=lambda st, m, opt: metrics.update(m))
+    flops = sum(n_flops) / len(n_flops)
+    steps = len(batches)
+    achieved = flops * steps / state.train_seconds
+    n_train, n_total = model.count_parameters()
+    return {"train_epoch_s": state.train_seconds, "val_epoch_s": state.val_seconds, "steps": steps,
+            "batch_size": cfg.train.batch_size, "samples": state.samples_seen,
+            "samples_per_s": state.samples_seen / state.train_seconds, "step_ms": 1000 * state.train_seconds / steps,
+            "flops_per_step": flops, "achieved_flops_per_s": achieved, "peak_fp32": peaks["fp32"],
+            "peak_bf16": peaks["bf16"], "peak_memory_mb": memory.mb, "memory_kind": memory.kind,
+            "val_auc": metrics.get("val/auc", float("nan")), "val_gauc": metrics.get("val/gauc", float("nan")),
+            "params_trainable": n_train, "params_total": n_total, "threads": torch.get_num_threads(),
+            "device": str(device)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    print("SPEED " + json.dumps(measure(json.loads(argv[0]))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The exact speed levers (config `speed.*`) compute the same function as the plain code paths.
+
+Each test builds two models from the same seed, one with the lever on and one with it off, and
+compares logits (eval mode) and, where the lever touches the backward pass, gradients (dropout off).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from em3.models.em3 import build_model
+from em3.models.rankers import TargetAttention
+
+ARMS_WITH_CONTENT = ("em3", "em3_frozen_history", "em3_shared_history", "em3_mean_fusion", "precomputed")
+NO_DROPOUT = {"model__fusion__dropout": 0.0, "model__ranker__dropout": 0.0}
+
+
+def _pair(config, samples, tokens, lever: str, arm: str = "em3", ranker: str = "din", **kw):
+    models = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        cfg = config(arm, model__ranker__kind=ranker, **{f"speed__{lever}": on}, **kw)
+        models.append(build_model(cfg, samples=samples, tokens=tokens))
+    return models
+
+
+def _grads(model, batch) -> dict[str, torch.Tensor]:
+    model.train()
+    model.zero_grad()
+    out = model(batch)
+    torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch["label"]).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("lever", ["project_once", "queries_only_last_layer", "din_split_attention",
+                                   "merge_lora_history"])
+@pytest.mark.parametrize("arm", ["em3", "em3_frozen_history"])
+def test_exact_levers_keep_logits_and_gradients(config, samples, tokens, batch, lever, arm):
+    off, on = _pair(config, samples, tokens, lever, arm, **NO_DROPOUT)
+    torch.testing.assert_close(on.eval()(batch).logits, off.eval()(batch).logits, rtol=1e-5, atol=1e-6)
+    g_off, g_on = _grads(off, batch), _grads(on, batch)
+    assert g_off.keys() == g_on.keys() and g_off
+    for name in g_off:
+        torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_queries_only_last_layer_keeps_attention_maps(config, samples, tokens):
+    off, on = _pair(config, samples, tokens, "queries_only_last_layer", model__fusion__num_layers=2)
+    items = torch.arange(1, 6)
+    for w_off, w_on in zip(off.fusion_attention(items), on.fusion_attention(items), strict=True):
+        torch.testing.assert_close(w_on, w_off)
+
+
+def test_split_attention_unit_equals_the_concatenated_form():
+    torch.manual_seed(0)
+    unit = TargetAttention(6, hidden=(5, 4), dropout=0.0).eval()
+    q, k = torch.randn(3, 6), torch.randn(3, 7, 6)
+    mask = torch.rand(3, 7) > 0.3
+    mask[0] = False                                                   # an empty history
+    plain = unit(q, k, mask)
+    unit.split = True
+    split = unit(q, k, mask)
+    for a, b in zip(plain, split):
+        torch.testing.assert_close(a, b)
+    assert (split[1][0] == 0).all() and (split[1][~mask] == 0).all()
+
+
+def test_pairwise_interest_equals_forward_on_every_pair():
+    torch.manual_seed(1)
+    unit = TargetAttention(4, hidden=(8,), dropout=0.0).eval()
+    cands, hist = torch.randn(5, 4), torch.randn(2, 6, 4)
+    mask = torch.rand(2, 6) > 0.4
+    got = unit.pairwise(cands, hist, mask)                              # (2, 5, 4)
+    for b in range(2):
+        want, _ = unit(cands, hist[b].expand(5, -1, -1), mask[b].expand(5, -1))
+        torch.testing.assert_close(got[b], want)
+
+
+@pytest.mark.parametrize("ranker", ["din", "dcnv2"])
+@pytest.mark.parametrize("arm", ["id_only", *ARMS_WITH_CONTENT])
+def test_eval_item_cache_and_catalogue_scoring_match_per_batch_encoding(config, samples, tokens, batch, arm, ranker):
+    torch.manual_seed(0)
+    model = build_model(config(arm, model__ranker__kind=ranker), samples=samples, tokens=tokens).eval()
+    catalogue = model.catalogue()
+    assert (catalogue is None) == (arm == "id_only")
+    plain = model(batch).logits
+    torch.testing.assert_close(model(batch, catalogue=catalogue).logits if catalogue else plain, plain)
+    # every (user, item) pair at once == the model's forward on each pair
+    scores = model.score_catalogue(batch["user"], batch["history"], catalogue)            # (B, I)
+    assert scores.shape == (len(batch["user"]), samples.num_items)
+    for item in (1, 5, samples.num_items):
+        rows = {**batch, "item": torch.full_like(batch["item"], item)}
+        torch.testing.assert_close(scores[:, item - 1], model(rows).logits, rtol=1e-5, atol=1e-5)
+
+
+def _with_trained_adapters(model):
+    torch.manual_seed(1)                          # the same adapters in every model built from one seed
+    for name, p in model.named_parameters():      # adapters start at B = 0: give them a non-zero update
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)
+    return model
+
+
+def test_merged_lora_matches_the_adapter_path_once_the_adapters_are_trained(config, samples, tokens, batch):
+    off, on = (_with_trained_adapters(m) for m in _pair(config, samples, tokens, "merge_lora_history", **NO_DROPOUT))
+    h_off = off.eval().content(batch["item"], batch["history"])[1]
+    torch.testing.assert_close(on.eval().content(batch["item"], batch["history"])[1], h_off, rtol=1e-5, atol=1e-6)
+    g_off, g_on = _grads(off, batch), _grads(on, batch)
+    adapters = [n for n in g_off if "lora_" in n]
+    assert adapters and all(g_off[n].abs().sum() > 0 for n in adapters)
+    for name in g_off:
+        torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
+    # with dropout on the adapter's input the merge would not be exact: the lever then stands down
+    cfg = config("em3", model__history__lora_dropout=0.1)
+    assert not build_model(cfg, samples=samples, tokens=tokens).content.merge_lora
+
+
+def test_lora_catalogue_history_path_uses_the_adapters(config, samples, tokens):
+    torch.manual_seed(0)
+    model = _with_trained_adapters(build_model(config("em3"), samples=samples, tokens=tokens))
+    catalogue = model.catalogue()
+    assert not torch.allclose(catalogue.target[1:], catalogue.history[1:])
+    assert (catalogue.target[0] == 0).all() and (catalogue.history[0] == 0).all()
+
+
+def test_prenorm_tokens_start_as_the_same_model(config, samples, tokens, batch):
+    off, on = _pair(config, samples, tokens, "prenorm_tokens")
+    # at init the LayerNorm affine is the identity, so folding it into the projection changes nothing
+    torch.testing.assert_close(on.eval()(batch).logits, off.eval()(batch).logits, rtol=1e-3, atol=1e-4)
+    assert sum(p.numel() for p in on.parameters()) < sum(p.numel() for p in off.parameters())
+
+
+def test_bf16_token_path_is_close_to_fp32(config, samples, tokens, batch):
+    torch.manual_seed(0)
+    fp32 = build_model(config("em3"), samples=samples, tokens=tokens).eval()
+    torch.manual_seed(0)
+    bf16 = build_model(config("em3", speed__compute_dtype="bf16"), samples=samples, tokens=tokens).eval()
+    a, b = fp32(batch).logits, bf16(batch).logits
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(b, a, rtol=0.05, atol=0.02)
