@@ -76,8 +76,11 @@ def job_card(job: dict[str, Any], *, key: str, expanded: bool) -> None:
             epochs = pd.DataFrame(job["epochs"])
             series = [(k, epochs[["epoch", k]].rename(columns={k: "value"})) for k in VAL_KEYS if k in epochs]
             with right:
-                widgets.plot(widgets.curves(series, title="Validation (per epoch)", x="epoch"),
-                             key=f"val-{key}-{job['id']}")
+                if series:
+                    widgets.plot(widgets.curves(series, title="Validation (per epoch)", x="epoch"),
+                                 key=f"val-{key}-{job['id']}")
+                else:   # an empty chart would read as 'no validation'
+                    st.caption("Validation (per epoch): AUC, gAUC and logloss appear here after the first epoch.")
         found = None
         if job["run_id"] or job["state"] in (RUNNING, FINISHED, FAILED, CANCELLED):
             found = store.find_run_for_job(store.uri(), job["id"])

@@ -10,7 +10,7 @@ import streamlit as st
 from app import store, widgets
 from app.run_data import attribute_colours, colour_columns, run_data
 from em3.evaluation.views_alignment import (cold_rows, link_segments, match_rate, mean_pairwise_cosine,
-                                            pair_cosines, project, shared_projection, shared_space)
+                                            pair_cosines, project, sample_rows, shared_projection, shared_space)
 
 st.title(":material/join_inner: Content vs ID alignment")
 st.caption("CIC pulls each item's content embedding towards its own ID embedding in a shared space (its two "
@@ -114,9 +114,7 @@ def show_run(row: pd.Series, *, key: str) -> None:
     if space is not None:
         content, ids = space
     cold = cold_rows(emb)
-    real = idx > 0                                       # row 0 is padding
-    keep = np.flatnonzero(real)
-    keep = np.sort(np.random.default_rng(0).choice(keep, size=min(int(max_items), len(keep)), replace=False))
+    keep = sample_rows(idx, cold, size=int(max_items), seed=0)      # warm and cold in the catalogue's shares
     idx, content, ids, cold = idx[keep], content[keep], ids[keep], cold[keep]
     data, why = run_data(row["run_id"])
     if not data:

@@ -6,7 +6,8 @@ import streamlit as st
 
 from app import store, widgets
 from app.run_data import run_data
-from em3.evaluation.views_user import test_period, user_history, user_index, user_test_auc
+from em3.evaluation.views_user import (hits_per_user, random_hits, test_period, user_history, user_index,
+                                      user_test_auc)
 
 st.title(":material/movie: Recommendations")
 run = widgets.pick_explained_run("explain/recommendations.json", key="rec-run")
@@ -18,12 +19,30 @@ data, why = run_data(run["run_id"])
 if data is None:
     st.info(f"History, titles and posters unavailable: {why}. Showing the raw top-K.")
 
+counts = hits_per_user(data.samples, recs) if data is not None else {}   # user → (hits, test-period positives)
+
+
+def _user_label(u: str) -> str:
+    if u not in counts:
+        return u
+    hits = counts[u][0]
+    return f"{u} · {hits} hit{'' if hits == 1 else 's'} in top-{len(recs[u])}"
+
+
 c1, c2 = st.columns(2)
 query = c1.text_input("Search users (id)", key="rec-user-q", placeholder="e.g. 42")
 users = [u for u in recs if query.strip() in u] or list(recs)
 if query.strip() and not any(query.strip() in u for u in recs):
     c1.caption(f"No user matching {query!r} among the {len(recs)} users with exported recommendations.")
-user = c1.selectbox(f"User ({len(recs)} with exported top-K)", users, key="rec-user")
+user = c1.selectbox(f"User ({len(recs)} with exported top-K)", users, key="rec-user", format_func=_user_label)
+if counts:
+    k = max(len(top) for top in recs.values())
+    total, slots = sum(h for h, _ in counts.values()), sum(len(top) for top in recs.values())
+    with_hits = sum(h > 0 for h, _ in counts.values())
+    c1.caption(f"Over the {len(recs)} exported users: {total} hit{'' if total == 1 else 's'} in {slots} recommendations "
+               f"({with_hits} user{'' if with_hits == 1 else 's'} with at least one); a top-{k} drawn at random from "
+               f"the {data.samples.num_items:,} items would score about "
+               f"{random_hits(counts, k=k, num_items=data.samples.num_items):.1f}.")
 item_q = c2.text_input("Search items (title)", key="rec-item-q", placeholder="e.g. Star")
 
 if item_q.strip() and data is not None:

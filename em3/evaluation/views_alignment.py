@@ -45,6 +45,25 @@ def cold_rows(emb: Mapping[str, np.ndarray]) -> np.ndarray:
     return counts[inverse.ravel()] > 1
 
 
+def sample_rows(item_index: np.ndarray, cold: np.ndarray, *, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted rows of `size` real items to show (row 0 is padding), warm and cold in the catalogue's proportions.
+
+    Stratified on purpose: the split draws its cold items as `default_rng(seed).choice` over the item
+    indices (em3.data.samples.draw_cold_items), so one plain draw with seed 0 here returned the very
+    same items, all cold, and left no warm item to link or compare.
+    """
+    real = np.flatnonzero(np.asarray(item_index) > 0)
+    if size >= len(real):
+        return real
+    cold = np.asarray(cold, bool)
+    warm_rows, cold_rows_ = real[~cold[real]], real[cold[real]]
+    n_cold = min(int(round(size * len(cold_rows_) / len(real))), len(cold_rows_))
+    n_warm = min(size - n_cold, len(warm_rows))
+    rng = np.random.default_rng([seed, 0xA119])                    # a stream of its own, not the split's
+    picked = np.r_[rng.choice(warm_rows, size=n_warm, replace=False), rng.choice(cold_rows_, size=n_cold, replace=False)]
+    return np.sort(picked).astype(np.int64)
+
+
 def _project(both: np.ndarray, *, method: str, seed: int) -> np.ndarray:
     if method not in ("pca", "tsne"):
         raise ValueError(f"method: expected pca or tsne, got {method!r}")

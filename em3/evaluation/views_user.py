@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,24 @@ def test_period(samples: SampleSet, user_index: int) -> tuple[int | None, set[in
 def test_positives(samples: SampleSet, user_index: int) -> set[int]:
     """Original item_ids the user rated positively in their test period (see `test_period`)."""
     return test_period(samples, user_index)[1]
+
+
+def hits_per_user(samples: SampleSet, recs: Mapping[str, Sequence[Sequence[float]]]) -> dict[str, tuple[int, int]]:
+    """user id → (items of their exported top-K they rated positively in their test period, test-period positives)."""
+    out = {}
+    for user, top in recs.items():
+        u = user_index(samples, int(user))
+        positives = test_period(samples, u)[1] if u is not None else set()
+        out[user] = (sum(int(item) in positives for item, *_ in top), len(positives))
+    return out
+
+
+def random_hits(counts: Mapping[str, tuple[int, int]], *, k: int, num_items: int) -> float:
+    """Hits a top-k drawn at random from the catalogue would score in all, on average: Σ k · positives / items.
+
+    Slightly below the true chance level: the real candidates exclude each user's earlier positives.
+    """
+    return float(sum(k * pos for _, pos in counts.values()) / max(num_items, 1))
 
 
 def user_index(samples: SampleSet, user_id: int) -> int | None:

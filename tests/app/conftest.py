@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-import app.live
-import app.state
 from app.jobs import JobRegistry
 from em3.config import preset, with_arm, with_overrides
 from em3.paths import tracking_uri
@@ -83,6 +81,8 @@ def use_store(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def fake_registry(monkeypatch: pytest.MonkeyPatch) -> JobRegistry:
     """The pages' job registry (app.state.registry) swapped for one whose trainer is fake_train: no training."""
+    import app.live   # imported here: they import streamlit, which the backend tests do without
+    import app.state
     reg = JobRegistry(train_fn=lambda cfg, **kw: fake_train(cfg, **kw))
     monkeypatch.setattr(app.state, "registry", lambda: reg)
     monkeypatch.setattr(app.live, "registry", lambda: reg)

@@ -126,6 +126,8 @@ def test_recommendations_say_which_period_the_hits_are_from(store):
     body = texts(at)
     assert "Shown: the test period of user 1, from 2023-11-30" in body
     assert "1 of 2 rated positively by the user in the test period" in body
+    assert at.selectbox(key="rec-user").options == ["1 · 1 hit in top-2"]      # every user's hits, in the picker
+    assert "Over the 1 exported users: 1 hit in 2 recommendations (1 user with at least one)" in body
 
 
 def test_launch_tags_a_run_whose_knobs_contradict_its_arm_custom(fresh_store, fake_registry):

@@ -187,3 +187,18 @@ def test_arm_summary_splits_rankers_and_keeps_custom_runs_apart():
     assert s.loc["custom (from em3) · din", "test/auc Δ"] == pytest.approx(0.50 - 0.71)
     one = arm_summary(runs[runs["ranker"] == "din"], metrics=("test/auc",))
     assert list(one.index) == ["custom (from em3)", "em3"]                          # one ranker: arms alone
+
+
+def test_alignment_sample_keeps_warm_items_when_the_split_drew_its_cold_items_with_the_same_seed():
+    from em3.data.samples import draw_cold_items, draw_val_cold_items
+    from em3.evaluation.views_alignment import sample_rows
+    item_index = np.arange(3001)                                     # row 0 padding, items 1..3000
+    cold = np.zeros(3001, bool)
+    test_cold = draw_cold_items(3000, 0.1, seed=0)                   # the demo's split: 300 test-cold, 300 val-cold
+    cold[test_cold] = cold[draw_val_cold_items(3000, 0.1, test_cold, seed=0)] = True
+    plain = np.random.default_rng(0).choice(np.arange(1, 3001), size=300, replace=False)
+    assert cold[plain].all()                                         # the old draw: all 300 cold, nothing to compare
+    rows = sample_rows(item_index, cold, size=300, seed=0)
+    assert len(rows) == len(set(rows)) == 300 and 0 not in rows
+    assert (~cold[rows]).sum() == 240 and cold[rows].sum() == 60     # the catalogue's 80 / 20
+    assert list(sample_rows(item_index[:5], cold[:5], size=300)) == [1, 2, 3, 4]   # fewer items than asked: all
