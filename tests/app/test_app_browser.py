@@ -54,7 +54,11 @@ def _serve(tmp_path: Path, **env_extra: str):
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.address", "127.0.0.1",
                              "--server.port", str(port), "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--browser.gatherUsageStats", "false",
+                             # no file watcher: an edit of app/ during a long run (another session's commit) made
+                             # Streamlit re-key st.cache_resource, so the page lost the job registry mid-run
+                             "--server.fileWatcherType", "none"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
         yield f"http://127.0.0.1:{port}", tmp_path

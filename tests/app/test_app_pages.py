@@ -151,7 +151,7 @@ def test_recommendations_computes_the_users_own_auc_from_the_checkpoint(runs_sto
     classes = _test_classes(rid)
     at = open_page("recommendations")
     at.selectbox(key="rec-run").set_value(rid).run()
-    users = at.selectbox(key="rec-user").options
+    users = [o.split(" · ")[0] for o in at.selectbox(key="rec-user").options]   # labels read "<id> · k hits in top-K"
     both = next(u for u in users if min(classes.get(u, (0, 0))) > 0)
     one = next((u for u in users if u in classes and min(classes[u]) == 0), None)
     at.selectbox(key="rec-user").set_value(both).run()
