@@ -27,12 +27,14 @@ ALL_OFF: dict[str, Any] = {"speed.prenorm_tokens": False, "speed.project_once": 
                            "speed.eval_item_cache": False, "speed.keep_heap": False, "speed.compute_dtype": "fp32"}
 
 # name -> (arm, overrides on top of the base). Lever rows switch one thing of the `em3` row.
+OLD_PRESET: dict[str, Any] = {"train.batch_size": 256, "speed.compute_dtype": "fp32",      # the movielens preset
+                               "train.lr_ranker": 1e-3, "train.lr_content": 1e-3}        # until session 5
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "id_only": ("id_only", {}),
     "precomputed": ("precomputed", {}),
     "em3": ("em3", {}),
     "em3_shared_history": ("em3_shared_history", {}),
-    "em3, every lever off (the old code path)": ("em3", ALL_OFF),
+    "em3, every lever off, batch 256 (the old code path)": ("em3", {**OLD_PRESET, **ALL_OFF}),
     "em3, prenorm_tokens off": ("em3", {"speed.prenorm_tokens": False}),
     "em3, project_once off": ("em3", {"speed.project_once": False}),
     "em3, queries_only_last_layer off": ("em3", {"speed.queries_only_last_layer": False}),
@@ -40,17 +42,14 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, din_split_attention off": ("em3", {"speed.din_split_attention": False}),
     "em3, eval_item_cache off": ("em3", {"speed.eval_item_cache": False}),
     "em3, keep_heap off": ("em3", {"speed.keep_heap": False}),
-    "em3, compute_dtype bf16": ("em3", {"speed.compute_dtype": "bf16"}),
-    "em3, batch 1024": ("em3", {"train.batch_size": 1024}),
-    "em3, batch 1024, bf16": ("em3", {"train.batch_size": 1024, "speed.compute_dtype": "bf16"}),
-    "id_only, batch 1024": ("id_only", {"train.batch_size": 1024}),
+    "em3, compute_dtype fp32": ("em3", {"speed.compute_dtype": "fp32"}),
+    "em3, batch 256, fp32, lr 1e-3 (the preset until session 5)": ("em3", OLD_PRESET),
+    "em3, batch 256, bf16, lr 1e-3": ("em3", {**OLD_PRESET, "speed.compute_dtype": "bf16"}),
+    "id_only, batch 256, fp32, lr 1e-3": ("id_only", OLD_PRESET),
     "em3, batch 2048": ("em3", {"train.batch_size": 2048}),
-    "em3, batch 2048, bf16": ("em3", {"train.batch_size": 2048, "speed.compute_dtype": "bf16"}),
     "id_only, batch 2048": ("id_only", {"train.batch_size": 2048}),
-    "em3_shared_history, batch 2048, bf16": ("em3_shared_history", {"train.batch_size": 2048,
-                                                                    "speed.compute_dtype": "bf16"}),
 }
-QUICK_ROWS = ("id_only", "em3", "em3, every lever off (the old code path)")
+QUICK_ROWS = ("id_only", "em3", "em3, every lever off, batch 256 (the old code path)")
 QUICK_SETS: dict[str, Any] = {"train.max_steps_per_epoch": 3, "train.batch_size": 64}
 
 
@@ -61,9 +60,10 @@ def base_config(*, data: str, quick: bool, sets: Mapping[str, str]) -> Config:
     return with_overrides(cfg, {"train.device": "cpu", **dict(sets)})
 
 
-def row_config(base: Config, name: str) -> Config:
+def row_config(base: Config, name: str, *, quick: bool = False) -> Config:
+    """The row's config: its arm and overrides on the base; with --quick the quick budget wins over them."""
     arm, overrides = ROWS[name]
-    return with_overrides(with_arm(base, arm), overrides)
+    return with_overrides(with_arm(base, arm), {**overrides, **(QUICK_SETS if quick else {})})
 
 
 def probe(cfg: Config, *, timeout_s: float = 3600) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def run_speed(*, data: str, quick: bool, sets: Mapping[str, str], rows: Sequence
     done = {r["config_hash"] for r in result["rows"] if "error" not in r}
     result["rows"] = [r for r in result["rows"] if "error" not in r]
     for name in rows:
-        cfg = row_config(base, name)
+        cfg = row_config(base, name, quick=quick)
         h = config_hash(cfg)
         if h in done:
             log(f"  {name}: already measured ({path})")

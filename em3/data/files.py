@@ -4,7 +4,8 @@ Layout of `data_dir`:
     items.parquet | items.csv                item_id (int, unique), title, text, image_path (optional,
                                              relative to images/), any other column = a categorical attribute
     interactions.parquet | interactions.csv  user_id, item_id, timestamp (unix seconds), rating and/or label (0/1)
-    users.parquet | users.csv                optional: user_id + any user features
+    users.parquet | users.csv                optional: user_id + any user features (data.user_features='auto'
+                                             encodes every column but user_id)
     images/                                  optional: the files image_path names
 Parquet wins when both exist. Every problem raises DataError naming the file, row and column.
 """
@@ -96,4 +97,5 @@ def load_files(data_dir: str | Path) -> RawDataset:
         attribute_columns=attributes,
         load_image=FolderImages(dict(zip(items["item_id"].tolist(), items["image_path"].tolist()))),
         fingerprint=_fingerprint(tables, images), image_size=(0, 0),
+        user_feature_columns=tuple(str(c) for c in users.columns if c != "user_id") if users is not None else (),
     )

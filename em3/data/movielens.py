@@ -25,6 +25,8 @@ GENRES = ("genre_unknown", "Action", "Adventure", "Animation", "Children", "Come
           "Documentary", "Drama", "Fantasy", "FilmNoir", "Horror", "Musical", "Mystery", "Romance",
           "SciFi", "Thriller", "War", "Western")
 POSTER_SIZE = (138, 92)   # (H, W) of the TMDB posters
+# FuxiCTR's DIN baseline fields; zip (~800 values, most users alone in theirs) stays in the table, unused.
+USER_FEATURES = ("age", "gender", "occupation")
 
 
 def _fingerprint(files: list[Path], posters: Path) -> str:
@@ -97,4 +99,5 @@ def load_movielens(data_dir: str | Path) -> RawDataset:
         attribute_columns=(*GENRES, "genre"),
         load_image=FolderImages(dict(zip(items["item_id"].tolist(), items["image_path"].tolist()))),
         fingerprint=_fingerprint(files, posters), image_size=POSTER_SIZE,
+        user_feature_columns=USER_FEATURES if users is not None else (),
     )

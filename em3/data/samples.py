@@ -9,7 +9,8 @@ The protocol (docs EM3_NOTES "Evaluation protocol"):
   train/val/test target; all their events form test_cold; their ID row is UNKNOWN_ID everywhere;
 - validation-cold items (cfg.val_cold_item_frac of the items, drawn from the rest with the same seed;
   only when > 0): the same treatment, their events form val_cold. The test-cold draw does not depend
-  on them, so adding a val_cold split leaves test_cold as it was.
+  on them, so adding a val_cold split leaves test_cold as it was;
+- user features (cfg.user_features) as codes per user index (em3/data/user_features.py).
 Shape letters as in schema.py: N samples, L history length, I items.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 from em3.config import DataConfig
 from em3.data.schema import PAD_INDEX, UNKNOWN_ID, RawDataset, SampleSet
 from em3.data.tables import float_column, int_column, label_column, require_columns, require_known, require_unique
+from em3.data.user_features import encode_user_features
 from em3.errors import DataError
 
 _CHUNK = 65_536   # history rows built at a time (bounds the (chunk, L) temporaries)
@@ -149,5 +151,5 @@ def build_samples(raw: RawDataset, cfg: DataConfig) -> SampleSet:
         id_index=id_index, num_id_rows=2 + len(warm), cold_items=cold,
         user=user.astype(np.int64), item=item.astype(np.int64), label=label, rating=rating,
         timestamp=timestamp, history=history, history_len=history_len, splits=splits,
-        item_attributes=item_attributes,
+        item_attributes=item_attributes, user_features=encode_user_features(raw, user_ids, cfg),
     )

@@ -1,7 +1,7 @@
 """The one item/interaction schema every source loads into, and the sample set built from it.
 
 Shape letters: N samples, L history length, I items (content rows I+1, row 0 = padding),
-U users.
+U users, F user-feature fields.
 """
 from __future__ import annotations
 
@@ -33,6 +33,25 @@ class RawDataset:
     fingerprint: str = ""                       # hash of the inputs: a change invalidates the feature cache
     ground_truth: dict[str, np.ndarray] | None = None  # synthetic only: attributes, tastes, modality masks
     image_size: tuple[int, int] = (0, 0)        # (H, W) native image size of the source (0, 0 = varies)
+    user_feature_columns: tuple[str, ...] = ()  # the users-table columns data.user_features='auto' encodes
+
+
+@dataclass(frozen=True)
+class UserFeatures:
+    """Each user's features as integer codes, one column per field; code 0 = unknown or missing."""
+
+    codes: np.ndarray                           # (U, F) int64, row u = user index u
+    names: tuple[str, ...]                      # (F,) the users-table column of each field
+    sizes: tuple[int, ...]                      # (F,) codes of each field, incl. 0 (an embedding table's rows)
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.names)
+
+    @staticmethod
+    def none(num_users: int = 0) -> "UserFeatures":
+        """No fields (F = 0): a dataset without a users table, or data.user_features empty."""
+        return UserFeatures(codes=np.zeros((num_users, 0), dtype=np.int64), names=(), sizes=())
 
 
 @dataclass(frozen=True)
@@ -59,3 +78,4 @@ class SampleSet:
     history_len: np.ndarray                     # (N,) int64 real entries in history
     splits: dict[str, np.ndarray]               # "train", "val", "test", "test_cold" [, "val_cold"] -> row indices
     item_attributes: pd.DataFrame               # (I+1 rows, index = item index) attribute columns + title, for plots
+    user_features: UserFeatures = field(default_factory=UserFeatures.none)  # (U, F) codes; F = 0: none

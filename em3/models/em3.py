@@ -2,7 +2,7 @@
 
 Shape letters: B batch, L history length, K candidates (score) or sampled negatives (CIC),
 U unique target items of a batch, I items (rows I+1, row 0 = padding), Di item/user-ID size,
-D content size.
+Du the ranker's user input (Di, + F*Di with F user-feature fields), D content size.
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from em3.config import Config, ConfigError
-from em3.data.schema import PAD_INDEX, SampleSet
+from em3.data.schema import PAD_INDEX, UNKNOWN_ID, SampleSet
 from em3.models.content import check_tokens
 from em3.models.history import ContentEncoder
 from em3.models.rankers import build_ranker
+from em3.models.user_features import UserFeatureEmbedding
 
 if TYPE_CHECKING:
     from em3.data.cache import ItemTokens
@@ -61,13 +62,17 @@ class EM3Model(nn.Module):
         with torch.no_grad():
             self.item_id_emb.weight[PAD_INDEX].zero_()
         self.content = ContentEncoder(m, tokens=tokens, speed=cfg.speed) if m.use_content else None
+        user_fields = samples.user_features.num_fields if m.ranker.user_features else 0
         self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0,
-                                   split_attention=cfg.speed.din_split_attention)
+                                   user_fields=user_fields, split_attention=cfg.speed.din_split_attention)
         self.use_cic = m.use_content and m.cic.weight > 0
         if self.use_cic:
             # CIC projection heads (authors: Linear D->D each); the ID side also maps id_dim -> D.
             self.cic_content_head = nn.Linear(m.fusion.dim, m.fusion.dim)
             self.cic_id_head = nn.Linear(m.ranker.id_dim, m.fusion.dim)
+        # Built last, so without user features every other parameter is initialised as it always was.
+        self.user_feature_emb = (UserFeatureEmbedding(samples.user_features, dim=m.ranker.id_dim)
+                                 if user_fields else None)
 
     @property
     def has_content(self) -> bool:
@@ -76,14 +81,32 @@ class EM3Model(nn.Module):
 
     # ---- the forward pass ----
 
+    def user_vector(self, user: Tensor) -> Tensor:
+        """user (B,) -> (B, Du): the user-ID embedding, the user-feature embeddings appended when they are on."""
+        vec = self.user_emb(user)                                               # (B, Di)
+        if self.user_feature_emb is None:
+            return vec
+        return torch.cat([vec, self.user_feature_emb(user)], dim=-1)            # (B, Di + F*Di)
+
+    def _id_rows(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """ID rows of the targets (B,) and history (B, L); in training, the batch's ID-dropout marks
+        (`drop_item_id` (B,), `drop_history_id` (B, L) bool, from train.id_dropout) become the unknown ID."""
+        target, history = self.id_index[batch["item"]], self.id_index[batch["history"]]
+        if self.training and "drop_item_id" in batch:
+            target = target.masked_fill(batch["drop_item_id"], UNKNOWN_ID)
+        if self.training and "drop_history_id" in batch:
+            history = history.masked_fill(batch["drop_history_id"], UNKNOWN_ID)
+        return target, history
+
     def forward(self, batch: dict[str, Tensor], *, catalogue: Catalogue | None = None) -> ModelOutput:
         """The batch's logits (+ CIC projections); with `catalogue`, content is looked up, not encoded."""
         user, item, history = batch["user"], batch["item"], batch["history"]   # (B,), (B,), (B, L)
 
-        # step 1: ID embeddings (cold items share the UNKNOWN_ID row via id_index; padding is row 0)
-        user_vec = self.user_emb(user)                                          # (B, Di)
-        target_id = self.item_id_emb(self.id_index[item])                       # (B, Di)
-        history_id = self.item_id_emb(self.id_index[history])                   # (B, L, Di)
+        # step 1: ID embeddings (cold and ID-dropped items share the UNKNOWN_ID row; padding is row 0)
+        user_vec = self.user_vector(user)                                       # (B, Du)
+        target_row, history_row = self._id_rows(batch)                          # (B,), (B, L)
+        target_id = self.item_id_emb(target_row)                                # (B, Di)
+        history_id = self.item_id_emb(history_row)                              # (B, L, Di)
         history_mask = history != PAD_INDEX                                     # (B, L)
 
         # step 2: content embeddings of the target and history items (unique items encoded once)
@@ -105,8 +128,10 @@ class EM3Model(nn.Module):
         uniq, inverse = torch.unique(item, return_inverse=True)                  # (U,), (B,)
         first = torch.full_like(uniq, item.numel()).scatter_reduce(
             0, inverse, torch.arange(item.numel(), device=item.device), reduce="amin")   # (U,) a row of each
+        # CIC pairs an item's content with its own ID: an ID-dropped target is looked up again
+        own_id = target_id[first] if "drop_item_id" not in batch else self.item_id_emb(self.id_index[uniq])
         out.cic_content = F.normalize(self.cic_content_head(target_content[first]), dim=-1)   # (U, D)
-        out.cic_id = F.normalize(self.cic_id_head(target_id[first]), dim=-1)                  # (U, D)
+        out.cic_id = F.normalize(self.cic_id_head(own_id), dim=-1)                            # (U, D)
 
         # step 5: sampled negatives: K items drawn uniformly from the warm item table
         cic = self.cfg.model.cic
@@ -129,7 +154,7 @@ class EM3Model(nn.Module):
         """
         b, k = items.shape
         flat = items.reshape(-1)                                                # (B*K,)
-        user_vec = self.user_emb(user)                                          # (B, Di)
+        user_vec = self.user_vector(user)                                       # (B, Du)
         target_id = self.item_id_emb(self.id_index[flat])                       # (B*K, Di)
         history_id = self.item_id_emb(self.id_index[history])                   # (B, L, Di)
         history_mask = history != PAD_INDEX                                     # (B, L)
@@ -170,7 +195,7 @@ class EM3Model(nn.Module):
         target_content = history_content = None
         if self.content is not None:
             target_content, history_content = catalogue.target[items], catalogue.history[history]
-        return self.ranker.score_pairs(self.user_emb(user), self.item_id_emb(self.id_index[items]),
+        return self.ranker.score_pairs(self.user_vector(user), self.item_id_emb(self.id_index[items]),
                                        history_id=self.item_id_emb(self.id_index[history]),
                                        history_mask=history_mask, target_content=target_content,
                                        history_content=history_content)          # (B, I)
@@ -217,7 +242,7 @@ class EM3Model(nn.Module):
         return [p for p in self.content.parameters() if p.requires_grad] if self.content is not None else []
 
     def ranker_parameters(self) -> list[nn.Parameter]:
-        """Every other trainable parameter: ID and user tables, the ranker, both CIC heads (content head included)."""
+        """Every other trainable parameter: ID, user and user-feature tables, the ranker, both CIC heads."""
         content = {id(p) for p in self.content_parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in content]
 

@@ -1,5 +1,7 @@
 """Ranking models that score (user, target, history) from ID and content embeddings: DIN and DCN-v2.
 
+The user input is one vector: the user-ID embedding, with the user-feature embeddings appended when on.
+
 Independent of the content module: content inputs are None for the ID-only arm. Each ranker also
 scores every (user, candidate) pair at once (`score_pairs`) for top-K ranking of a catalogue.
 Shape letters: B rows (users in score_pairs), C candidates, L history length, Du user / Di item-ID /
@@ -182,8 +184,11 @@ class DCNv2(nn.Module):
         return self._logits(torch.cat(order, dim=-1))                        # (B, C)
 
 
-def build_ranker(cfg: RankerConfig, *, content_dim: int, split_attention: bool = False) -> nn.Module:
-    """The configured ranker; content_dim 0 builds it for IDs alone. `split_attention`: see TargetAttention."""
+def build_ranker(cfg: RankerConfig, *, content_dim: int, user_fields: int = 0,
+                 split_attention: bool = False) -> nn.Module:
+    """The configured ranker; content_dim 0 builds it for IDs alone. The user input is the user-ID embedding
+    and `user_fields` user-feature embeddings, id_dim each. `split_attention`: see TargetAttention."""
+    user_dim = cfg.id_dim * (1 + user_fields)
     if cfg.kind == "din":
-        return DIN(cfg, user_dim=cfg.id_dim, id_dim=cfg.id_dim, content_dim=content_dim, split=split_attention)
-    return DCNv2(cfg, user_dim=cfg.id_dim, id_dim=cfg.id_dim, content_dim=content_dim)
+        return DIN(cfg, user_dim=user_dim, id_dim=cfg.id_dim, content_dim=content_dim, split=split_attention)
+    return DCNv2(cfg, user_dim=user_dim, id_dim=cfg.id_dim, content_dim=content_dim)

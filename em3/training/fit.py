@@ -19,7 +19,7 @@ from em3.data.schema import SampleSet
 from em3.errors import RunError
 from em3.evaluation.evaluate import evaluate_split
 from em3.models.losses import bce_loss, cic_loss
-from em3.training.batches import epoch_permutation, global_batches, shard, to_batch
+from em3.training.batches import drop_ids, epoch_permutation, global_batches, id_dropout_rng, shard, to_batch
 from em3.training.hooks import Hooks, Progress
 
 CONTENT_PREFIXES = ("content", "fusion", "history_encoder", "lora")
@@ -110,6 +110,7 @@ def fit(model: nn.Module, samples: SampleSet, cfg: Config, *, device: torch.devi
         # step 1: this epoch's batches and dropout stream are pure functions of (seed, epoch) -> resumable
         torch.manual_seed(tc.seed * 100_003 + epoch)
         perm = train_rows[epoch_permutation(len(train_rows), seed=tc.seed, epoch=epoch)]
+        drop_rng = id_dropout_rng(seed=tc.seed, epoch=epoch, rank=world.rank)
         batches = global_batches(perm, batch_size=tc.batch_size, max_steps=tc.max_steps_per_epoch,
                                  world_size=world.size)
         net.train()
@@ -120,7 +121,8 @@ def fit(model: nn.Module, samples: SampleSet, cfg: Config, *, device: torch.devi
                 return _finish(model, state), "cancelled"
             # step 2: forward on this rank's share; scale so DDP's gradient mean equals the global-batch mean
             local = shard(rows, rank=world.rank, world_size=world.size)
-            batch = to_batch(samples, local, device)
+            batch = drop_ids(to_batch(samples, local, device), p=tc.id_dropout, history=tc.id_dropout_history,
+                             rng=drop_rng)                              # training only: evaluation never drops
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = net(batch)
             loss, bce, cic = compute_loss(out, batch["label"], cfg)

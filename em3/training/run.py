@@ -19,6 +19,7 @@ from em3.data.load import load_dataset
 from em3.data.samples import build_samples
 from em3.errors import RunError
 from em3.evaluation.evaluate import evaluate_splits
+from em3.evaluation.alignment import cic_space_metrics
 from em3.evaluation.explain import write_all
 from em3.evaluation.recommend import evaluate_topk, topk_users
 from em3.models.em3 import build_model
@@ -179,6 +180,8 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
                             directory=work / "explain",
                             on_artifact=lambda name: hooks.progress(Progress(phase="explain", message=f"writing {name}")))
         tracker.artifacts(explain, "explain")
+        with np.load(explain / "embeddings.npz") as emb:          # did CIC align the two spaces? (cic/*)
+            metrics.update(cic_space_metrics(emb))
         metrics.update({"time/eval_seconds": t1 - t0, "time/topk_seconds": t2 - t1,
                         "time/explain_seconds": time.perf_counter() - t2, "perf/peak_memory_mb": memory.mb})
         # Final metrics at the last epoch's step, so each key's latest value is the best model's.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -24,13 +25,20 @@ EXPERIMENT = "em3"
 T = TypeVar("T")
 
 
+# SQLite errors another process causes and that go away on a second try: a write lock, and two processes
+# creating a fresh store's schema at once (MLflow's migrations: "duplicate column name: step",
+# "table experiments already exists"; seen when two bench shards started on an empty store). Not an
+# experiment that already exists: experiment_id handles that one.
+TRANSIENT = re.compile(r"locked|duplicate column name|(table|index) \S+ already exists")
+
+
 def retry(call: Callable[[], T], *, attempts: int = 8, delay: float = 0.1) -> T:
-    """Run an MLflow call, retrying SQLite 'database is locked' errors with exponential backoff."""
+    """Run an MLflow call, retrying transient SQLite errors (TRANSIENT) with exponential backoff."""
     for i in range(attempts):
         try:
             return call()
         except Exception as e:  # noqa: BLE001 - MLflow wraps sqlite errors in several types
-            if "locked" not in str(e).lower() or i == attempts - 1:
+            if not TRANSIENT.search(str(e).lower()) or i == attempts - 1:
                 raise
             time.sleep(delay * 2 ** i)
     raise AssertionError("unreachable")

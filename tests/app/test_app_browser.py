@@ -79,8 +79,9 @@ def server(tmp_path):
 
 @pytest.fixture
 def new_user_server(tmp_path):
-    """A server as a new user meets it: an empty store and a cold feature cache (EM3_CACHE_DIR in tmp)."""
-    with _serve(tmp_path, EM3_CACHE_DIR=str(tmp_path / "features")) as served:
+    """A server as a new user meets it: an empty store, a cold feature cache (EM3_CACHE_DIR in tmp) and the
+    start-up warm-up of the demo data that the suite otherwise turns off (tests/conftest.py)."""
+    with _serve(tmp_path, EM3_CACHE_DIR=str(tmp_path / "features"), EM3_WARM_DEMO="1") as served:
         yield served
 
 
@@ -276,7 +277,7 @@ def _user_with_hits(root: Path) -> tuple[str, int]:
 
 @pytest.mark.skipif(os.environ.get("EM3_DEMO_BROWSER") != "1",
                     reason="a whole demo em3 run in the browser takes minutes; opt in with EM3_DEMO_BROWSER=1 "
-                           "(not yet seen passing: session 4)")
+                           "(failed in session 4's CI on the Alignment page; see issue 14)")
 def test_first_ten_minutes_on_the_demo_defaults(new_user_server, browser, tmp_path):
     """A new user: open Launch, press Start on the defaults (demo, em3), wait, then look at every page for that run."""
     from em3.config import preset

@@ -135,19 +135,19 @@ def test_quick_speed_measures_rows_renders_them_and_resumes(tmp_path: Path, caps
     from em3.bench.speed_table import render
 
     out = tmp_path / "speed.json"
-    argv = ["--quick", "--data", "synthetic", "--rows", "id_only;em3, every lever off (the old code path)",
+    argv = ["--quick", "--data", "synthetic", "--rows", "id_only;em3, every lever off, batch 256 (the old code path)",
             "--no-write", "--json-out", str(out)]
     assert speed_main(argv) == 0
     result = json.loads(out.read_text())
     rows = {r["name"]: r for r in result["rows"]}
-    assert set(rows) == {"id_only", "em3, every lever off (the old code path)"}
+    assert set(rows) == {"id_only", "em3, every lever off, batch 256 (the old code path)"}
     for r in rows.values():
         assert r["steps"] == 3 and r["samples"] == 3 * 64            # the quick budget: 3 steps of 64
         assert r["train_epoch_s"] > 0 and r["val_epoch_s"] > 0 and 0.0 < r["val_auc"] < 1.0
         assert r["flops_per_step"] > 0 and r["peak_fp32"] > 0 and r["peak_memory_mb"] > 0
-    assert rows["em3, every lever off (the old code path)"]["flops_per_step"] > rows["id_only"]["flops_per_step"]
+    assert rows["em3, every lever off, batch 256 (the old code path)"]["flops_per_step"] > rows["id_only"]["flops_per_step"]
     text = render(result, machine="m", order=list(ROWS))
-    assert "| id_only | 64 | fp32 |" in text and "| em3, every lever off (the old code path) | 64 | fp32 |" in text
+    assert "| id_only | 64 | fp32 |" in text and "| em3, every lever off, batch 256 (the old code path) | 64 | fp32 |" in text
     capsys.readouterr()
     assert speed_main(argv) == 0                                       # resumed: nothing measured again
     assert capsys.readouterr().out.count("already measured") == 2

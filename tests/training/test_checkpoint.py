@@ -68,3 +68,30 @@ def test_retry_backs_off_on_a_locked_database():
     assert retry(flaky, delay=0.001) == "ok" and calls["n"] == 3
     with pytest.raises(ValueError):
         retry(lambda: (_ for _ in ()).throw(ValueError("other")), delay=0.001)
+
+
+@pytest.mark.parametrize("message", ["(sqlite3.OperationalError) duplicate column name: step",
+                                     "(sqlite3.OperationalError) table experiments already exists"])
+def test_retry_rides_out_two_processes_creating_a_fresh_store(message):
+    """Two bench shards started on an empty store raced in MLflow's schema migration (session 5)."""
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError(message)
+        return "ok"
+
+    assert retry(flaky, delay=0.001) == "ok" and calls["n"] == 2
+
+
+def test_retry_does_not_wait_on_an_experiment_that_already_exists():
+    calls = {"n": 0}
+
+    def exists():
+        calls["n"] += 1
+        raise RuntimeError("Experiment(name=em3) already exists. Error: (raised by another process)")
+
+    with pytest.raises(RuntimeError, match="already exists"):
+        retry(exists, delay=0.001)
+    assert calls["n"] == 1
