@@ -28,6 +28,10 @@ def quality_parser() -> argparse.ArgumentParser:
     p.add_argument("--rankers", default=",".join(RANKERS), help="comma list of rankers (default din,dcnv2)")
     p.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2",
                    help="search grid, repeatable (default: the documented lr grid; --quick: none)")
+    p.add_argument("--space", action="append", default=None, metavar="KEY=KIND:...",
+                   help="search by seeded TPE instead of a grid, repeatable: KEY=log:LOW:HIGH, float:LOW:HIGH, "
+                        "int:LOW:HIGH or choice:A,B (e.g. train.lr_ranker=log:5e-4:8e-3)")
+    p.add_argument("--trials", type=int, default=6, help="with --space: search points per arm x ranker (default 6)")
     p.add_argument("--budget-minutes", type=float, default=0.0, help="start no new run after this many minutes")
     p.add_argument("--shard", default="0/1", metavar="K/N",
                    help="train only the runs whose config hash is K mod N (N processes sharing one store)")
@@ -67,19 +71,26 @@ def _table_args(argv: list[str]) -> list[str]:
 def quality_main(argv: list[str] | None = None) -> int:
     from em3.bench import quality, quality_table, report
     from em3.bench.search import DEFAULT_GRID, parse_grid
+    from em3.bench.tpe import parse_space
+    from em3.config import flatten
 
     args = quality_parser().parse_args(argv)
     try:
         sets = parse_set(args.set)
         base = quality.base_config(data=args.data, quick=args.quick, sets=sets)
         seeds = tuple(int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",") if s.strip())
+        space = parse_space(args.space, known=flatten(base)) if args.space else {}
+        if space and args.grid is not None:
+            raise ValueError("--grid and --space: choose one search")
+        if space and args.trials < 1:
+            raise ValueError(f"--trials {args.trials}: expected >= 1")
         if args.grid is not None:
             grid = parse_grid(args.grid)
         else:
-            grid = {} if args.quick else dict(DEFAULT_GRID)
+            grid = {} if (args.quick or space) else dict(DEFAULT_GRID)
         spec = quality.QualitySpec(base=base, arms=quality.parse_list(args.arms, tuple(ARMS), "--arms"),
                                    rankers=quality.parse_list(args.rankers, RANKERS, "--rankers"),
-                                   seeds=seeds, grid=grid)
+                                   seeds=seeds, grid=grid, space=space, trials=args.trials if space else 0)
         _ = spec.points   # validates the grid keys now
         k, n = (int(v) for v in args.shard.split("/"))
         if not 0 <= k < n:
@@ -95,15 +106,19 @@ def quality_main(argv: list[str] | None = None) -> int:
     machine = report.machine_line()
 
     def write_table() -> None:
-        cells = quality.collect(spec)
+        from em3.bench.runs import backfill_alignment, finished_by_hash
+
+        done = finished_by_hash(spec.group)
+        backfill_alignment(done, log=lambda s: print(s, flush=True))   # runs logged before align/catalogue_*
+        cells = quality.collect(spec, done)
         if args.no_write:
             return
-        fig = quality_table.figure(quality_table.settled(cells, len(spec.points)))
+        fig = quality_table.figure(quality_table.settled(cells, spec.n_points))
         body = quality_table.render(spec, cells, command=command.strip(), machine=machine, figure=fig)
         report.write_block(body, section=quality_table.SECTION, name="quality")
 
     print(f"quality bench: group {spec.group}, {len(spec.arms)} arms x {len(spec.rankers)} rankers x "
-          f"{len(seeds)} seeds, {len(spec.points)} search point(s)", flush=True)
+          f"{len(seeds)} seeds, {spec.n_points} search point(s)" + (" by TPE" if spec.space else ""), flush=True)
     trained = 0
     log = lambda s: print(s, flush=True)   # noqa: E731
     try:

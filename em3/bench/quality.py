@@ -14,32 +14,53 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 from em3.bench.runs import GROUP_TAG, HASH_TAG, KIND_TAG, RunRecord, config_hash, finished_by_hash
 from em3.bench.search import grid_points, pick_best
+from em3.bench.tpe import Knob, next_point
 from em3.config import ARMS, RANKERS, Config, flatten, preset, with_arm, with_overrides
 
 QUICK_MOVIELENS = {"train.epochs": 1, "train.max_steps_per_epoch": 20}
 QUICK_SYNTHETIC = {"train.epochs": 1, "train.max_steps_per_epoch": 3}
 ROLE_TAG = "em3.bench_role"
 POINT_TAG = "em3.bench_point"
+CELL_TAG = "em3.bench_cell"     # "arm/ranker" as the bench asked for it (a searched knob may tag a run `custom`)
 
 
 @dataclass(frozen=True)
 class QualitySpec:
-    """What the quality bench trains: a base config, the arms, rankers, seeds and the search grid."""
+    """What the quality bench trains: a base config, the arms, rankers, seeds and the search.
+
+    The search is either a grid (every point for every cell) or, with `space`, `trials` points per cell
+    proposed one at a time by a seeded TPE from that cell's finished points (em3.bench.tpe).
+    """
 
     base: Config
     arms: tuple[str, ...] = tuple(ARMS)
     rankers: tuple[str, ...] = RANKERS
     seeds: tuple[int, ...] = (0, 1, 2)
     grid: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    space: Mapping[str, Knob] = field(default_factory=dict)
+    trials: int = 0
 
     @property
     def points(self) -> list[dict[str, str]]:
+        """The grid's points ([{}] without a grid; a TPE search has no fixed points)."""
         return grid_points(self.grid, known=flatten(self.base))
 
     @property
+    def n_points(self) -> int:
+        """Search points per cell: the TPE trials, or the grid's size."""
+        return self.trials if self.space else len(self.points)
+
+    @property
+    def knobs(self) -> set[str]:
+        return set(self.grid) | set(self.space)
+
+    @property
     def group(self) -> str:
-        """The MLflow group: a hash of the base config and the grid (not of arms/seeds, so sessions can add them)."""
+        """The MLflow group: a hash of the base config and the search (not of arms/seeds, so sessions can add them)."""
         key = {**flatten(self.base), "__grid__": json.dumps({k: list(v) for k, v in sorted(self.grid.items())})}
+        if self.space:
+            key["__space__"] = json.dumps([[k.key, k.kind, k.low, k.high, list(k.choices)]
+                                           for k in sorted(self.space.values(), key=lambda k: k.key)] + [self.trials])
         return f"bench-quality-{config_hash(key)[:10]}"
 
     def config(self, arm: str, ranker: str, seed: int, point: Mapping[str, str]) -> Config:
@@ -61,7 +82,7 @@ class Cell:
 
     arm: str
     ranker: str
-    searched: int                                   # grid points finished (of len(spec.points))
+    searched: int                                   # search points finished (of spec.n_points)
     chosen: dict[str, str] | None
     runs: dict[int, RunRecord] = field(default_factory=dict)   # seed -> finished run
 
@@ -73,9 +94,13 @@ def collect(spec: QualitySpec, done: Mapping[str, RunRecord] | None = None) -> l
     cells = []
     for ranker in spec.rankers:
         for arm in spec.arms:
-            cand = [(p, done[h].metrics.get("val/auc", float("nan")))
-                    for p in points if (h := config_hash(spec.config(arm, ranker, first, p))) in done]
-            chosen = pick_best(cand) if len(points) > 1 else points[0]
+            if spec.space:
+                cand = searched_points(spec, done, arm, ranker)
+                chosen = pick_best(cand)
+            else:
+                cand = [(p, done[h].metrics.get("val/auc", float("nan")))
+                        for p in points if (h := config_hash(spec.config(arm, ranker, first, p))) in done]
+                chosen = pick_best(cand) if len(points) > 1 else points[0]
             cell = Cell(arm=arm, ranker=ranker, searched=len(cand), chosen=chosen)
             if chosen is not None:
                 for seed in spec.seeds:
@@ -86,8 +111,43 @@ def collect(spec: QualitySpec, done: Mapping[str, RunRecord] | None = None) -> l
     return cells
 
 
+def searched_points(spec: QualitySpec, done: Mapping[str, RunRecord], arm: str,
+                    ranker: str) -> list[tuple[dict[str, str], float]]:
+    """A TPE cell's finished search points at the first seed, oldest first, as (point, val AUC).
+
+    Matched by the cell tag the bench gave them (not their arm tag: a searched knob may make a run `custom`).
+    """
+    out = []
+    for r in done.values():
+        if r.tags.get(ROLE_TAG) != "search" or r.tags.get(CELL_TAG) != f"{arm}/{ranker}":
+            continue
+        point = json.loads(r.tags.get(POINT_TAG, "{}"))
+        if set(point) == set(spec.space):
+            out.append((point, r.metrics.get("val/auc", float("nan"))))
+    return out
+
+
+def _tpe_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[str, Config]]:
+    """Each unfinished TPE cell's next point, cells with the fewest finished trials first."""
+    todo = []
+    for ranker in spec.rankers:
+        for arm in spec.arms:
+            history = searched_points(spec, done, arm, ranker)
+            if len(history) >= spec.trials:
+                continue
+            point = next_point(spec.space, history, seed=spec.seeds[0])
+            if point is None:
+                continue
+            cfg = spec.config(arm, ranker, spec.seeds[0], point)
+            if config_hash(cfg) not in done:
+                todo.append((len(history), ("search", cfg)))
+    return [run for _, run in sorted(todo, key=lambda t: t[0])]
+
+
 def planned_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[str, Config]]:
     """The runs still to do, in order, as (role, config): search points at the first seed, then seeds."""
+    if spec.space:
+        return _tpe_runs(spec, done)
     todo: list[tuple[str, Config]] = []
     points, first = spec.points, spec.seeds[0]
     # Point-major within a ranker: every arm at the first point (the defaults) before any second point,
@@ -104,7 +164,7 @@ def planned_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple
 def later_seed_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[str, Config]]:
     """Runs of the remaining seeds for every cell whose search is complete."""
     todo = []
-    n = len(spec.points)
+    n = spec.n_points
     for seed in spec.seeds[1:]:
         for cell in collect(spec, done):
             if cell.chosen is None or cell.searched < n:
@@ -163,11 +223,11 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
                 taken.add(h)
                 continue
             name = f"{cfg.model.arm}-{cfg.model.ranker.kind}-s{cfg.train.seed}"
-            point = {k: str(v) for k, v in flatten(cfg).items() if k in spec.grid}
+            point = {k: str(v) for k, v in flatten(cfg).items() if k in spec.knobs}
             log(f"[{time.strftime('%H:%M:%S')}] {role} {name} {point or ''} ({len(todo)} left in this stage)")
             t0 = time.perf_counter()
             tags = {GROUP_TAG: spec.group, KIND_TAG: "ctr", HASH_TAG: h, ROLE_TAG: role,
-                    POINT_TAG: json.dumps(point, sort_keys=True)}
+                    POINT_TAG: json.dumps(point, sort_keys=True), CELL_TAG: f"{cfg.model.arm}/{cfg.model.ranker.kind}"}
             try:
                 result = train(cfg, tags=tags, run_name=name)
             except Exception as e:  # noqa: BLE001 - one failed run must not stop the bench

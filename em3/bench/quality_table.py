@@ -8,6 +8,7 @@ from typing import Sequence
 from em3.bench.quality import Cell, QualitySpec
 from em3.bench.report import IMG_DIR, bar_chart, fmt_pm, mean_std
 from em3.bench.search import describe_grid
+from em3.bench.tpe import describe_space
 
 SPLIT_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc", "test_cold/logloss")
 SECTION = "## Quality (MovieLens-100K, CTR)"
@@ -46,7 +47,7 @@ def fmt_delta(d: float, noise: bool | None) -> str:
 def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: str,
            figure: Path | None = None) -> str:
     """The generated block of the quality section: notes, the table, the deltas, the figure, what is missing."""
-    n_seeds, n_points = len(spec.seeds), len(spec.points)
+    n_seeds, n_points = len(spec.seeds), spec.n_points
     cells = settled(cells, n_points)
     by = {(c.arm, c.ranker): c for c in cells}
     done = sum(len(c.runs) for c in cells)
@@ -59,11 +60,13 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
         "",
         f"Base: `{spec.base.data.source}`, L = {spec.base.data.max_history}, batch {spec.base.train.batch_size}, "
         f"≤ {spec.base.train.epochs} epochs with early stopping on val AUC (patience {spec.base.train.patience}), "
+        f"{spec.base.speed.compute_dtype} token store and projection, "
         f"image `{spec.base.encoder.image_encoder}`, text `{spec.base.encoder.text_encoder}` "
         f"({spec.base.encoder.text_layers} layers), Fusion-Q-Former D = {spec.base.model.fusion.dim}, "
         f"N_q = {spec.base.model.fusion.num_queries}.  ",
         f"Search (validation only, seed {spec.seeds[0]}, the same {n_points} point(s) for every arm × ranker): "
-        f"{describe_grid(spec.grid)}; the point with the best val AUC is used for every seed.",
+        f"{describe_space(spec.space, spec.trials) if spec.space else describe_grid(spec.grid)}; the point with "
+        "the best val AUC is used for every seed.",
         "",
         "| arm | ranker | seeds | chosen | test AUC | test gAUC | test logloss | cold AUC | cold gAUC | cold logloss "
         "| ΔAUC vs id_only | ΔAUC vs em3 | Δcold AUC vs id_only | Δcold AUC vs em3 | epochs to best | train s |",
@@ -88,6 +91,7 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
         "** = beyond 2 std; no tag = fewer than 2 seeds on a side, so noise cannot be judged yet. "
         "logloss mostly measures calibration (the positive rate drifts between splits); compare it within a column.",
     ]
+    lines += alignment_lines(cells)
     where: dict[str, int] = {}
     for c in cells:
         for r in c.runs.values():
@@ -123,3 +127,33 @@ def figure(cells: Sequence[Cell], *, path: Path = IMG_DIR / FIGURE) -> Path | No
         return None
     return bar_chart(arms, series, path=path, ylabel="AUC (mean ± std over seeds)",
                      title="MovieLens-100K: test and test-cold AUC per arm", ylim=(max(0.0, lo - 0.05), None))
+
+
+ALIGN_METRICS = ("align/matched_cosine", "align/random_cosine", "align/top1_content_to_id", "align/catalogue_alignment",
+                 "align/catalogue_uniformity_content", "align/catalogue_uniformity_id", "align/mean_cosine_content",
+                 "align/mean_cosine_id")
+
+
+def alignment_lines(cells: Sequence[Cell]) -> list[str]:
+    """Did CIC align anything? The end-of-run shared-space metrics of every cell that has them (mean ± std)."""
+    rows = []
+    for c in cells:
+        have = [r for r in c.runs.values() if "align/catalogue_alignment" in r.metrics]
+        if not have:
+            continue
+        stat = lambda k: fmt_pm(*mean_std([r.metrics[k] for r in have]), digits=3)   # noqa: E731
+        chance = mean_std([r.metrics["align/top1_chance"] for r in have])[0]
+        rows.append(f"| {c.arm} | {c.ranker} | {len(have)} | " + " | ".join(stat(k) for k in ALIGN_METRICS[:2])
+                    + f" | {stat(ALIGN_METRICS[2])} (chance {chance:.4f}) | "
+                    + " | ".join(stat(k) for k in ALIGN_METRICS[3:]) + " |")
+    if not rows:
+        return []
+    return ["", "Did CIC align anything? Over every warm item, in the shared space of CIC's two projection heads, "
+            "from each run's explain/embeddings.npz (its best model): cosine of an item's content with its own ID "
+            "vs with another item's ID; top-1 = share of items whose own ID is the nearest to their content; "
+            "alignment = mean ‖c − e‖² of matched unit pairs (0 = coincide, 2 = orthogonal); uniformity = "
+            "log mean exp(−2‖x − y‖²) per side (0 = one point, about −3.9 = spread over a high-dimensional sphere); "
+            "mean pairwise cosine per side (near 1 = a narrow cone).", "",
+            "| arm | ranker | runs | matched cos | random cos | top-1 content→ID | alignment | uniformity (content) "
+            "| uniformity (ID) | mean cos (content) | mean cos (ID) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|", *rows]

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from em3.config import Config, flatten
 
@@ -76,3 +77,39 @@ def group_runs(group: str, *, kind: str | None = None, status: str | None = "FIN
 def finished_by_hash(group: str) -> dict[str, RunRecord]:
     """{config hash: the latest FINISHED run of that config} within a group: what a resumed bench skips."""
     return {r.tags[HASH_TAG]: r for r in group_runs(group) if HASH_TAG in r.tags}
+
+
+def backfill_alignment(records: dict[str, RunRecord], *, log: Callable[[str], None] = lambda s: None) -> int:
+    """Log the end-of-run CIC space metrics (align/catalogue_*, em3.evaluation.alignment) on finished runs that
+    predate them, computed from the run's own explain/embeddings.npz (its best model); returns how many runs got
+    them. Runs without a shared space (no CIC heads) get none; their records are left as they are."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from mlflow.entities import Metric
+
+    from em3.evaluation.alignment import cic_space_metrics
+    from em3.training.tracking import client, download_dir, retry
+
+    done = 0
+    for r in records.values():
+        if "align/catalogue_alignment" in r.metrics or float(r.params.get("model.cic.weight", "0") or 0) <= 0 \
+                or r.params.get("model.use_content", "True") != "True":
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = download_dir(r.run_id, "explain/embeddings.npz", Path(tmp))
+            except Exception as e:  # noqa: BLE001 - an older run without the export: nothing to compute
+                log(f"  {r.run_id}: no explain/embeddings.npz ({type(e).__name__})")
+                continue
+            with np.load(path) as emb:
+                metrics = cic_space_metrics(emb)
+        if not metrics:
+            continue
+        step = int(r.metrics.get("best_epoch", 0))
+        now = int(time.time() * 1000)
+        retry(lambda: client().log_batch(r.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]))
+        r.metrics.update(metrics)
+        done += 1
+    return done

@@ -35,6 +35,31 @@ def test_quick_quality_trains_every_cell_then_resumes(fresh_store: Path, tmp_pat
     for arm in ("id_only", "em3"):
         assert f"| {arm} | dcnv2 | 1/1 |" in text
     assert (tmp_path / "fig.png").stat().st_size > 1000
+    # The CIC table: the em3 run logged its shared-space metrics; id_only (no CIC heads) has none.
+    assert "Did CIC align anything?" in text and "| em3 | dcnv2 | 1 |" in text and "| id_only | dcnv2 | 1 |" not in text
+
+
+def test_alignment_backfill_recomputes_what_a_run_logged_from_its_own_export(fresh_store: Path, capsys):
+    """A run logged before align/catalogue_* gets them from explain/embeddings.npz: the values the run logs itself."""
+    from dataclasses import replace
+
+    from em3.bench.runs import backfill_alignment, finished_by_hash
+    from em3.training.tracking import client
+
+    argv = ["--quick", "--data", "synthetic", "--arms", "em3,id_only", "--rankers", "din", "--no-write"]
+    assert quality_main(argv) == 0
+    done = finished_by_hash(quality.QualitySpec(base=quality.base_config(data="synthetic", quick=True)).group)
+    em3_run = next(r for r in done.values() if r.arm == "em3")
+    logged = {k: v for k, v in em3_run.metrics.items() if k.startswith("align/") and k != "align/alignment"
+              and k != "align/uniformity"}
+    assert "align/catalogue_alignment" in logged and 0 < logged["align/warm_items"]
+    old = {h: replace(r, metrics={k: v for k, v in r.metrics.items() if k not in logged}) for h, r in done.items()}
+    assert backfill_alignment(old) == 1                                  # the em3 run; id_only has no CIC heads
+    (again,) = [r for r in old.values() if r.arm == "em3"]
+    assert {k: again.metrics[k] for k in logged} == pytest.approx(logged)
+    history = client().get_metric_history(em3_run.run_id, "align/top1_content_to_id")
+    assert len(history) == 2 and history[0].value == pytest.approx(history[1].value)
+    assert backfill_alignment(old) == 0                                  # nothing left to fill
 
 
 def test_offline_records_import_as_runs(fresh_store: Path, tmp_path: Path, capsys):
