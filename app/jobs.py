@@ -98,9 +98,10 @@ class JobRegistry:
     """Jobs by id, a FIFO queue and one daemon worker thread that runs them in order."""
 
     def __init__(self, *, train_fn: TrainFn = default_train_fn, warmup: Callable[[], Any] | None = None,
-                 max_jobs: int = 500) -> None:
+                 on_end: Callable[["Job"], Any] | None = None, max_jobs: int = 500) -> None:
         self.train_fn = train_fn
         self._warmup = warmup
+        self._on_end = on_end                 # called once a job has ended (the pages drop their cached store reads)
         self.warming = warmup is not None     # True while the worker imports the trainer
         self.max_jobs = max_jobs
         self._jobs: dict[str, Job] = {}
@@ -197,6 +198,16 @@ class JobRegistry:
             if job.state != QUEUED:
                 return
             job.state, job.started = RUNNING, time.time()
+        try:
+            self._train(job)
+        finally:
+            if self._on_end is not None and job.state in DONE_STATES:
+                try:
+                    self._on_end(job)
+                except Exception:  # noqa: BLE001 - a failing callback must not kill the worker
+                    traceback.print_exc()
+
+    def _train(self, job: Job) -> None:
         try:
             job.device = describe_device(job.cfg.train.device)
         except Exception as exc:  # noqa: BLE001 - device probing must not kill the worker

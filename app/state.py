@@ -26,6 +26,12 @@ def _warmup() -> None:
         prepare(preset(DEFAULT_PRESET))
 
 
+def make_registry() -> JobRegistry:
+    """The server's registry. When a job ends, the pages' cached store reads (run list, artifacts) are dropped:
+    a page opened right after "finished" must not show the run as RUNNING, or its artifacts as missing."""
+    return JobRegistry(train_fn=default_train_fn, warmup=_warmup, on_end=lambda job: store.forget())
+
+
 @st.cache_resource(show_spinner=False)
 def registry() -> JobRegistry:
-    return JobRegistry(train_fn=default_train_fn, warmup=_warmup)
+    return make_registry()

@@ -182,3 +182,10 @@ def find_run_for_job(store_uri: str, job_id: str) -> tuple[str, str] | None:
         return None
     hit = table[table["job"] == job_id]
     return None if hit.empty else (hit.iloc[0]["experiment_id"], hit.iloc[0]["run_id"])
+
+
+def forget() -> None:
+    """Drop every cached store read (the run list, metric histories, artifacts): called when a job ends, so the
+    next page shows the run as it ended, not as it was within a cache's ttl."""
+    for cached in (runs_table, metric_history, artifact_list, _artifact_uris, artifact_json, artifact_npz):
+        cached.clear()

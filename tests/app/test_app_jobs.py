@@ -146,3 +146,34 @@ def test_cancel_during_the_cache_phase_ends_cancelled_not_failed():
     snap = reg.wait(job, timeout=30)
     assert snap["state"] == CANCELLED and snap["error"] is None
     assert snap["progress"]["step"] < 3000
+
+
+def test_on_end_runs_once_per_ended_job_after_its_state_is_final_even_when_it_raises():
+    ended = []
+
+    def on_end(job):
+        ended.append((job.id, job.state))
+        raise RuntimeError("a broken callback")                         # must not stop the worker
+
+    def train(cfg, **kw):
+        if cfg.train.seed == 1:
+            raise RuntimeError("boom")
+        return fake_train(cfg, **kw)
+
+    reg = JobRegistry(train_fn=train, on_end=on_end)
+    ok, bad, after = reg.submit(_cfg(0)), reg.submit(_cfg(1)), reg.submit(_cfg(2))
+    assert reg.wait(after, timeout=30)["state"] == FINISHED
+    assert ended == [(ok, FINISHED), (bad, FAILED), (after, FINISHED)]
+
+
+def test_a_finished_job_drops_the_pages_cached_run_list(fresh_store):
+    """The Runs page read the run list through a 10 s cache, and showed a just-finished run as RUNNING."""
+    import app.state
+    from app import store
+
+    assert store.runs_table(store.uri()).empty                         # cached: no runs
+    reg = app.state.make_registry()                                   # as the server builds it
+    reg.train_fn = lambda cfg, **kw: fake_train(cfg, **kw)
+    snap = reg.wait(reg.submit(_cfg()), timeout=30)
+    table = store.runs_table(store.uri())                             # within the ttl, yet fresh
+    assert list(table["run_id"]) == [snap["run_id"]] and list(table["status"]) == ["FINISHED"]
