@@ -180,7 +180,7 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
                             directory=work / "explain",
                             on_artifact=lambda name: hooks.progress(Progress(phase="explain", message=f"writing {name}")))
         tracker.artifacts(explain, "explain")
-        with np.load(explain / "embeddings.npz") as emb:          # did CIC align the two spaces? (cic/*)
+        with np.load(explain / "embeddings.npz") as emb:          # did CIC align the two spaces? (align/*)
             metrics.update(cic_space_metrics(emb))
         metrics.update({"time/eval_seconds": t1 - t0, "time/topk_seconds": t2 - t1,
                         "time/explain_seconds": time.perf_counter() - t2, "perf/peak_memory_mb": memory.mb})
