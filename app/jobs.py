@@ -98,10 +98,12 @@ class JobRegistry:
     """Jobs by id, a FIFO queue and one daemon worker thread that runs them in order."""
 
     def __init__(self, *, train_fn: TrainFn = default_train_fn, warmup: Callable[[], Any] | None = None,
-                 on_end: Callable[["Job"], Any] | None = None, max_jobs: int = 500) -> None:
+                 on_end: Callable[["Job"], Any] | None = None, on_run: Callable[["Job"], Any] | None = None,
+                 max_jobs: int = 500) -> None:
         self.train_fn = train_fn
         self._warmup = warmup
         self._on_end = on_end                 # called once a job has ended (the pages drop their cached store reads)
+        self._on_run = on_run                 # called once a job's MLflow run exists (the run list must show it)
         self.warming = warmup is not None     # True while the worker imports the trainer
         self.max_jobs = max_jobs
         self._jobs: dict[str, Job] = {}
@@ -202,10 +204,14 @@ class JobRegistry:
             self._train(job)
         finally:
             if self._on_end is not None and job.state in DONE_STATES:
-                try:
-                    self._on_end(job)
-                except Exception:  # noqa: BLE001 - a failing callback must not kill the worker
-                    traceback.print_exc()
+                self._callback(self._on_end, job)
+
+    @staticmethod
+    def _callback(fn: Callable[["Job"], Any], job: Job) -> None:
+        try:
+            fn(job)
+        except Exception:  # noqa: BLE001 - a failing callback must not kill the worker
+            traceback.print_exc()
 
     def _train(self, job: Job) -> None:
         try:
@@ -254,8 +260,11 @@ class JobRegistry:
                     job.losses.append((global_step, float(loss)))
                 if job.first_metric_s is None:
                     job.first_metric_s = time.time() - job.submitted
-            if snap.get("run_id") and not job.run_id:
+            new_run = bool(snap.get("run_id")) and not job.run_id
+            if new_run:
                 job.run_id = snap["run_id"]
+        if new_run and self._on_run is not None:
+            self._callback(self._on_run, job)
 
     def _on_epoch(self, job: Job, epoch: int, metrics: dict[str, float]) -> None:
         with job.lock:

@@ -28,8 +28,10 @@ def _warmup() -> None:
 
 def make_registry() -> JobRegistry:
     """The server's registry. When a job ends, the pages' cached store reads (run list, artifacts) are dropped:
-    a page opened right after "finished" must not show the run as RUNNING, or its artifacts as missing."""
-    return JobRegistry(train_fn=default_train_fn, warmup=_warmup, on_end=lambda job: store.forget())
+    a page opened right after "finished" must not show the run as RUNNING, or its artifacts as missing. When a
+    job's MLflow run is created, the cached run list is dropped: the Runs page must list it while it trains."""
+    return JobRegistry(train_fn=default_train_fn, warmup=_warmup, on_end=lambda job: store.forget(),
+                       on_run=lambda job: store.runs_table.clear())
 
 
 @st.cache_resource(show_spinner=False)

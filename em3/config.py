@@ -223,6 +223,11 @@ class TrainConfig:
     patience: int = field(default=2, metadata=_help("Early stop after this many epochs without a better validation AUC."))
     max_steps_per_epoch: int = field(default=0, metadata=_help("Cap on steps per epoch (0 = full epoch)."))
     seed: int = field(default=0, metadata=_help("Seed of initialisation, shuffling and dropout."))
+    deterministic: bool = field(default=True, metadata=_help(
+        "torch.use_deterministic_algorithms (warn-only): the same config and seed give the same run at any "
+        "thread count, and a resumed run the metrics of an uninterrupted one. Off, two CPU threads' "
+        "accumulation order moves a tiny run's val AUC by up to 6e-4 between identical runs; measured cost on "
+        "a MovieLens em3 step: none (docs/RESULTS.md)."))
     device: str = field(default="auto", metadata=_help("auto (CUDA if available), cpu or cuda."))
     bf16: bool = field(default=True, metadata=_help("bf16 autocast on CUDA (ignored on CPU)."))
     log_every: int = field(default=10, metadata=_help("Log step losses every N steps."))

@@ -46,12 +46,13 @@ def movielens_dir() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_store(tmp_path_factory: pytest.TempPathFactory):
-    """Every test session writes MLflow runs and caches into a temp dir, never the repo's mlruns/."""
+    """Every test session writes MLflow runs, caches and bench ledgers into a temp dir, never the repo's."""
     root = tmp_path_factory.mktemp("em3")
-    old = {k: os.environ.get(k) for k in ("EM3_MLRUNS_DIR", "MLFLOW_TRACKING_URI", "EM3_CACHE_DIR")}
+    old = {k: os.environ.get(k) for k in ("EM3_MLRUNS_DIR", "MLFLOW_TRACKING_URI", "EM3_CACHE_DIR", "EM3_BENCH_LEDGER")}
     os.environ["EM3_MLRUNS_DIR"] = str(root / "mlruns")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["EM3_CACHE_DIR"] = str(root / "cache")
+    os.environ["EM3_BENCH_LEDGER"] = str(root / "ledger")     # the bench ledger under docs/ is committed
     yield root
     for k, v in old.items():
         if v is None:

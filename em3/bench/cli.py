@@ -46,12 +46,16 @@ def quality_parser() -> argparse.ArgumentParser:
                    help="write the group's finished runs into DIR as records and stop, so an --offline-dir pool "
                    "started on DIR elsewhere skips them")
     p.add_argument("--table-only", action="store_true", help="only rewrite the table from what MLflow holds")
+    p.add_argument("--no-ledger", action="store_true",
+                   help="neither restore runs from nor record runs into the committed ledger docs/bench/runs/<group>/ "
+                        "(by default the store first gets the ledger's runs it lacks, and every finished run is "
+                        "recorded there: the table survives a checkout without mlruns/)")
     return p
 
 
 # Flags that change how a call runs, not what the table is: left out of the command the table names.
 _RUN_FLAGS = {"--table-only": 0, "--no-write": 0, "--budget-minutes": 1, "--shard": 1, "--offline-dir": 1,
-              "--import-offline": 1, "--export-offline": 1, "--workers": 1, "--pool-worker": 1}
+              "--import-offline": 1, "--export-offline": 1, "--workers": 1, "--pool-worker": 1, "--no-ledger": 0}
 
 
 def _table_args(argv: list[str]) -> list[str]:
@@ -102,6 +106,8 @@ def quality_main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from em3.bench import ledger
+
     command = "python -m em3 bench quality " + " ".join(shlex.quote(a) for a in _table_args(argv or []))
     machine = report.machine_line()
 
@@ -110,6 +116,8 @@ def quality_main(argv: list[str] | None = None) -> int:
 
         done = finished_by_hash(spec.group)
         backfill_alignment(done, log=lambda s: print(s, flush=True))   # runs logged before align/catalogue_*
+        if not (args.no_ledger or args.no_write or args.quick):       # quick and scratch tables stay uncommitted
+            ledger.save_group(spec.group, done, log=lambda s: print(s, flush=True))
         cells = quality.collect(spec, done)
         if args.no_write:
             return
@@ -144,6 +152,8 @@ def quality_main(argv: list[str] | None = None) -> int:
             from em3.bench.offline import import_records
 
             import_records(args.import_offline, origin="offline", log=log)
+        if not args.no_ledger:
+            ledger.restore(spec.group, log=log)
         if not args.table_only:
             trained = quality.run_quality(spec, log=log, after_run=write_table,
                                           budget_s=args.budget_minutes * 60, shard=(k, n))

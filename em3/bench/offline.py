@@ -88,7 +88,10 @@ def offline_trainer(store: OfflineStore):
     from em3.training.fit import fit
 
     def train(cfg: Config, *, tags: dict[str, str], run_name: str) -> OfflineResult:
+        from em3.training.runtime import configure_determinism
+
         device = resolve_device(cfg.train.device)
+        configure_determinism(cfg.train)
         data = prepare(cfg)
         samples = data.samples
         torch.manual_seed(cfg.train.seed)
@@ -198,7 +201,7 @@ def import_records(root: Path, *, origin: str, log=print) -> int:
         cfg = from_dict(rec["config"])
         tags = {**rec["tags"], OFFLINE_TAG: f"{origin}:{p.name}", "em3.config_version": str(CONFIG_VERSION)}
         tracker = RunTracker.start(cfg, tags=tags, run_name=rec.get("run_name"), device=tags.get("em3.device", "cpu"))
-        for key, rows in rec["history"].items():
+        for key, rows in rec.get("history", {}).items():
             for step, value, ts in rows:
                 tracker._buffer.append(Metric(key, float(value), int(ts), int(step)))
         tracker.metrics({k: v for k, v in rec["metrics"].items() if v == v})

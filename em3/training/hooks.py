@@ -28,6 +28,7 @@ class Progress:
     eta_s: float = 0.0              # estimated seconds left in the training phase
     loss: float = float("nan")
     message: str = ""
+    run_id: str = ""                # the MLflow run, once it exists (the dashboard lists it while it trains)
 
 
 class Cancelled(KeyboardInterrupt):

@@ -29,7 +29,7 @@ from em3.training.batches import to_batch
 from em3.training.fit import FitState, World, fit
 from em3.training.hooks import Hooks, Progress, RunResult
 from em3.training.memory import PeakMemory
-from em3.training.runtime import configure_cpu
+from em3.training.runtime import configure_cpu, configure_determinism
 from em3.training.tracking import RunTracker, download_dir
 
 
@@ -88,7 +88,7 @@ def run_training(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None =
         cfg = replace(logged, train=replace(logged.train, epochs=max(cfg.train.epochs, logged.train.epochs),
                                             device=cfg.train.device))
     device = distributed.resolve_device(cfg.train.device)
-    cpu_tags = configure_cpu(cfg.speed)
+    cpu_tags = {**configure_cpu(cfg.speed), **configure_determinism(cfg.train)}
     world = distributed.setup(device.type)
     tracker = None
     if world.rank == 0:
@@ -96,6 +96,8 @@ def run_training(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None =
                    RunTracker.start(cfg, tags={**cpu_tags, **(tags or {})}, run_name=run_name, device=str(device)))
     run_id = distributed.broadcast(tracker.run_id if tracker else "", world)
     try:
+        hooks.progress(Progress(phase="data", message="MLflow run " + ("reopened" if resume_run_id else "created"),
+                                run_id=run_id))
         with tempfile.TemporaryDirectory(prefix="em3-run-") as work, PeakMemory(device) as memory:
             return _train(cfg, run_id=run_id, tracker=tracker, hooks=hooks, device=device, world=world,
                           resume=bool(resume_run_id), work=Path(work), memory=memory)

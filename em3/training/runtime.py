@@ -1,4 +1,5 @@
-"""The process-wide CPU settings a run asks for: the torch thread pool and glibc's large-allocation policy.
+"""The process-wide settings a run asks for: the torch thread pool, glibc's large-allocation policy and
+deterministic algorithms.
 
 Both are process state, so they are applied once when a run (or a bench probe) starts, from the
 run's `speed` config, and reported back so the run can log what it trained with.
@@ -11,7 +12,7 @@ import sys
 
 import torch
 
-from em3.config import SpeedConfig
+from em3.config import SpeedConfig, TrainConfig
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
@@ -58,3 +59,13 @@ def configure_cpu(speed: SpeedConfig) -> dict[str, str]:
         torch.set_num_threads(threads)
     heap = keep_heap() if speed.keep_heap else False
     return {"em3.threads": str(torch.get_num_threads()), "em3.keep_heap": str(heap).lower()}
+
+
+def configure_determinism(train: TrainConfig) -> dict[str, str]:
+    """Apply `train.deterministic` (torch.use_deterministic_algorithms, warn-only: an op without a deterministic
+    kernel warns instead of failing the run); returns the tag to log. On CUDA, cuBLAS also needs a fixed
+    workspace, set here when the environment has not chosen one (it is read when cuBLAS starts)."""
+    if train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(train.deterministic, warn_only=True)
+    return {"em3.deterministic": str(train.deterministic).lower()}

@@ -79,6 +79,7 @@ def fake_train(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None = N
     rid = run.info.run_id
     client.log_batch(rid, params=[Param(k, str(v)) for k, v in flatten(cfg).items()])
     client.log_text(rid, json.dumps(to_dict(cfg)), "config.json")
+    hooks.progress(Progress("data", message="MLflow run created", run_id=rid))   # as run_training reports it
     now = int(time.time() * 1000)
     rng = np.random.default_rng(cfg.train.seed)
     for epoch in range(1, cfg.train.epochs + 1):

@@ -166,6 +166,47 @@ def test_on_end_runs_once_per_ended_job_after_its_state_is_final_even_when_it_ra
     assert ended == [(ok, FINISHED), (bad, FAILED), (after, FINISHED)]
 
 
+def test_a_job_whose_run_was_just_created_is_listed_within_the_run_lists_ttl(fresh_store):
+    """CI: the Runs page, opened while the first run trained, said "No runs in the MLflow store yet": its
+    run list had been read (empty, cached 10 s) before the run existed."""
+    import app.state
+    from app import store
+
+    assert store.runs_table(store.uri()).empty                         # cached: no runs
+    go, listed = threading.Event(), []
+    reg = app.state.make_registry()                                   # as the server builds it
+
+    def train(cfg, **kw):
+        hooks = kw["hooks"]
+        slow = type(hooks)(on_progress=hooks.on_progress, on_epoch=hooks.on_epoch,
+                           should_stop=lambda: not go.wait(30) or hooks.stop_requested())
+        return fake_train(cfg, **{**kw, "hooks": slow})
+
+    reg.train_fn = train
+    job = reg.submit(_cfg())
+    deadline = time.time() + 30
+    while not reg.get(job)["run_id"] and time.time() < deadline:
+        time.sleep(0.01)
+    snap = reg.get(job)
+    assert snap["state"] == "running" and snap["run_id"]              # known while it trains, not only at the end
+    listed = list(store.runs_table(store.uri())["run_id"])            # within the ttl of the empty read
+    go.set()
+    assert reg.wait(job, timeout=30)["state"] == FINISHED
+    assert listed == [snap["run_id"]]
+
+
+def test_a_failing_on_run_callback_does_not_fail_the_job():
+    seen = []
+
+    def on_run(job):
+        seen.append(job.run_id)
+        raise RuntimeError("a broken callback")
+
+    reg = JobRegistry(train_fn=lambda cfg, **kw: fake_train(cfg, **kw), on_run=on_run)
+    snap = reg.wait(reg.submit(_cfg()), timeout=30)
+    assert snap["state"] == FINISHED and seen == [snap["run_id"]]
+
+
 def test_a_finished_job_drops_the_pages_cached_run_list(fresh_store):
     """The Runs page read the run list through a 10 s cache, and showed a just-finished run as RUNNING."""
     import app.state

@@ -177,3 +177,34 @@ def test_quick_speed_measures_rows_renders_them_and_resumes(tmp_path: Path, caps
     assert speed_main(argv) == 0                                       # resumed: nothing measured again
     assert capsys.readouterr().out.count("already measured") == 2
     assert speed_main(["--rows", "no such row", "--no-write"]) == 2
+
+
+def test_the_ledger_carries_a_table_into_a_checkout_without_its_store(fresh_store: Path, tmp_path: Path,
+                                                                       monkeypatch, capsys):
+    """Session 5's 49 table runs were lost with mlruns/ (never committed): the committed ledger keeps them."""
+    from em3.bench import ledger
+    from em3.bench.runs import finished_by_hash
+
+    argv = ["--quick", "--data", "synthetic", "--arms", "id_only,em3", "--rankers", "din", "--no-write"]
+    assert quality_main(argv) == 0
+    group = quality.QualitySpec(base=quality.base_config(data="synthetic", quick=True)).group
+    done = finished_by_hash(group)
+    assert ledger.save_group(group, done) == 2 and ledger.save_group(group, done) == 0   # one record per run
+    records = ledger.recorded(group)
+    assert set(records) == set(done)
+    rec = next(r for r in records.values() if r["tags"]["em3.arm"] == "em3")
+    assert rec["config"]["model"]["arm"] == "em3" and "align/catalogue_alignment" in rec["metrics"]
+    assert not any(k.startswith("train/") for k in rec["metrics"])    # summaries only: no curves, no weights
+    # a new checkout: empty store, same ledger -> restored, nothing retrained, the same numbers in the table
+    monkeypatch.setenv("EM3_MLRUNS_DIR", str(tmp_path / "new-checkout" / "mlruns"))
+    capsys.readouterr()
+    assert quality_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "imported 2 run record(s)" in out and "trained 0 run(s); table: 2/2 runs finished" in out
+    again = finished_by_hash(group)
+    assert set(again) == set(done)
+    for h, r in again.items():
+        assert r.tags["em3.imported_from"] == f"ledger:{h}.json"
+        assert r.metrics["test/auc"] == pytest.approx(done[h].metrics["test/auc"])
+    assert ledger.save_group(group, again) == 0                         # imported runs are not recorded twice
+    assert quality_main([*argv, "--no-ledger"]) == 0 and "imported" not in capsys.readouterr().out
