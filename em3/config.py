@@ -22,7 +22,7 @@ MODALITIES = ("image", "text")
 HISTORY_STRATEGIES = ("lora", "shared", "frozen", "precomputed")
 RANKERS = ("din", "dcnv2")
 CIC_NEGATIVES = ("in_batch", "sampled")
-COMPUTE_DTYPES = ("fp32", "bf16")
+COMPUTE_DTYPES = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "token_proj")
 AUTO_USER_FEATURES = "auto"   # data.user_features: the source's own list (RawDataset.user_feature_columns)
@@ -224,8 +224,8 @@ class TrainConfig:
     max_steps_per_epoch: int = field(default=0, metadata=_help("Cap on steps per epoch (0 = full epoch)."))
     seed: int = field(default=0, metadata=_help("Seed of initialisation, shuffling and dropout."))
     deterministic: bool = field(default=True, metadata=_help(
-        "torch.use_deterministic_algorithms (warn-only): the same config and seed give the same run at any "
-        "thread count, and a resumed run the metrics of an uninterrupted one. Off, two CPU threads' "
+        "torch.use_deterministic_algorithms (warn-only): the same config, seed and thread count give the same "
+        "run, and a resumed run the metrics of an uninterrupted one. Off, two CPU threads' "
         "accumulation order moves a tiny run's val AUC by up to 6e-4 between identical runs; measured cost on "
         "a MovieLens em3 step: none (docs/RESULTS.md)."))
     device: str = field(default="auto", metadata=_help("auto (CUDA if available), cpu or cuda."))
@@ -262,8 +262,10 @@ class SpeedConfig:
     """
 
     compute_dtype: str = field(default="fp32", metadata=_help(
-        "Dtype of the frozen token store and its projection to D on the CPU: fp32, or bf16 (needs a CPU with "
-        "bf16 matmuls, e.g. AVX512-BF16/AMX; the rest of the model stays fp32). CUDA uses train.bf16 instead."))
+        "Dtype of the frozen token store and its projection to D on the CPU: fp32, bf16 (fast only on a CPU with "
+        "bf16 matmuls, AVX512-BF16/AMX; elsewhere torch emulates them, slower than fp32), or auto (bf16 where "
+        "the CPU has them, else fp32; em3/models/precision.py). The rest of the model stays fp32. CUDA uses "
+        "train.bf16 instead."))
     prenorm_tokens: bool = field(default=True, metadata=_help(
         "LayerNorm the frozen encoder tokens once when the token store is built (no affine; the projection's "
         "weights absorb it) instead of on every step. Same function class and the same model at init."))
@@ -499,10 +501,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Real data: MovieLens-100K with posters and the shared pretrained encoders.
     "movielens": {
         "data.source": "movielens-100k", "data.max_history": 50,
-        # batch 1024 in bf16 with 2x the default learning rates: an em3 epoch in ~20 s on 2 cores, against
+        # batch 1024 with 2x the default learning rates: an em3 epoch in ~20 s on 2 cores, against
         # ~45 s at batch 256 fp32 lr 1e-3, at the same val AUC after early stopping (0.7889 vs 0.7881, one
-        # seed; id_only 0.7904); docs/RESULTS.md, "Speed", session 5
-        "train.epochs": 10, "train.batch_size": 1024, "speed.compute_dtype": "bf16",
+        # seed; id_only 0.7904); docs/RESULTS.md, "Speed", session 5. bf16 only where the CPU has bf16
+        # matmuls: emulated, it is 33% slower than fp32 (session 6, an AVX-512 Xeon without AVX512-BF16)
+        "train.epochs": 10, "train.batch_size": 1024, "speed.compute_dtype": "auto",
         "train.lr_ranker": 2e-3, "train.lr_content": 2e-3,
     },
 }

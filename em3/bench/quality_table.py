@@ -60,7 +60,8 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
         "",
         f"Base: `{spec.base.data.source}`, L = {spec.base.data.max_history}, batch {spec.base.train.batch_size}, "
         f"≤ {spec.base.train.epochs} epochs with early stopping on val AUC (patience {spec.base.train.patience}), "
-        f"{spec.base.speed.compute_dtype} token store and projection, "
+        f"{spec.base.speed.compute_dtype} token store and projection"
+        f"{' (bf16 where the CPU has bf16 matmuls, else fp32)' if spec.base.speed.compute_dtype == 'auto' else ''}, "
         f"image `{spec.base.encoder.image_encoder}`, text `{spec.base.encoder.text_encoder}` "
         f"({spec.base.encoder.text_layers} layers), Fusion-Q-Former D = {spec.base.model.fusion.dim}, "
         f"N_q = {spec.base.model.fusion.num_queries}.  ",
@@ -96,7 +97,11 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
     for c in cells:
         for r in c.runs.values():
             dev = r.tags.get("em3.gpu") or r.tags.get("em3.device", "?")
-            origin = " (trained offline, imported)" if "em3.imported_from" in r.tags else ""
+            if r.tags.get("em3.compute_dtype"):
+                dev += f" ({r.tags['em3.compute_dtype']} token store)"
+            source = r.tags.get("em3.imported_from", "")
+            origin = (" (trained offline, imported)" if source.startswith("offline:") else
+                      " (an earlier checkout's run, restored from the ledger)" if source.startswith("ledger:") else "")
             where[dev + origin] = where.get(dev + origin, 0) + 1
     if where:
         lines += ["", "Where the finished runs trained: " + "; ".join(f"{n} on {d}" for d, n in sorted(where.items()))

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from em3.bench.runs import config_hash
 from em3.config import Config, preset, to_dict, with_arm, with_overrides
+from em3.models.precision import resolve_compute_dtype
 from em3.paths import REPO_ROOT
 
 SECTION = "## Speed (CPU training, MovieLens-100K)"
@@ -43,6 +44,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, eval_item_cache off": ("em3", {"speed.eval_item_cache": False}),
     "em3, keep_heap off": ("em3", {"speed.keep_heap": False}),
     "em3, compute_dtype fp32": ("em3", {"speed.compute_dtype": "fp32"}),
+    "em3, compute_dtype bf16": ("em3", {"speed.compute_dtype": "bf16"}),
+    "em3, deterministic off": ("em3", {"train.deterministic": False}),     # reproducibility, not speed: its cost
     "em3, batch 256, fp32, lr 1e-3 (the preset until session 5)": ("em3", OLD_PRESET),
     "em3, batch 256, bf16, lr 1e-3": ("em3", {**OLD_PRESET, "speed.compute_dtype": "bf16"}),
     "id_only, batch 256, fp32, lr 1e-3": ("id_only", OLD_PRESET),
@@ -104,7 +107,7 @@ def run_speed(*, data: str, quick: bool, sets: Mapping[str, str], rows: Sequence
             continue
         t0 = time.perf_counter()
         r = probe(cfg)
-        r.update(name=name, config_hash=h, arm=cfg.model.arm, dtype=cfg.speed.compute_dtype,
+        r.update(name=name, config_hash=h, arm=cfg.model.arm, dtype=resolve_compute_dtype(cfg.speed.compute_dtype),
                  finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         if "error" in r:
             log(f"  {name}: FAILED {r['error']}")

@@ -25,6 +25,7 @@ from torch.func import functional_call
 from em3.config import ConfigError, ModelConfig, SpeedConfig
 from em3.models.content import ItemTokenStore, PrecomputedContent
 from em3.models.fusion import FusionQFormer
+from em3.models.precision import DTYPES, resolve_compute_dtype
 
 if TYPE_CHECKING:
     from em3.data.cache import ItemTokens
@@ -66,9 +67,6 @@ def add_lora(fusion: FusionQFormer, cfg: ModelConfig) -> None:
         p.requires_grad_(True)
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
 class ContentEncoder(nn.Module):
     """Encodes target and history items into D-dim content embeddings, each unique item once."""
 
@@ -82,7 +80,7 @@ class ContentEncoder(nn.Module):
         if self.strategy == "precomputed":
             self.precomputed = PrecomputedContent(tokens, modalities=cfg.fusion.modalities, dim=cfg.fusion.dim)
             return
-        dtype = DTYPES[speed.compute_dtype]
+        dtype = DTYPES[resolve_compute_dtype(speed.compute_dtype)]
         self.store = ItemTokenStore(tokens, prenorm=speed.prenorm_tokens, dtype=dtype)
         self.fusion = FusionQFormer(cfg.fusion, image_dim=self.store.image_dim, text_dim=self.store.text_dim,
                                     prenorm=speed.prenorm_tokens, compute_dtype=dtype,
