@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import streamlit as st
 
@@ -12,18 +13,28 @@ from app.jobs import JobRegistry, default_train_fn, warm_imports
 DEFAULT_PRESET = "demo"   # what Start trains with the Launch page's defaults
 
 
-def _warmup() -> None:
-    """While the user reads the page: open the MLflow store (seconds: schema checks), import the trainer and
-    build the default preset's data and feature cache (~15 s on 2 cores the first time, then a cache hit),
-    so the first Start with the defaults reaches its first step in about a second. EM3_WARM_DEMO=0 skips
-    the data part (the test suite does: its servers train other presets and share the 2 cores)."""
-    store.client(store.uri())
-    warm_imports()
-    if os.environ.get("EM3_WARM_DEMO", "1") != "0":
-        from em3.config import preset
-        from em3.data.prepare import prepare
+_WARM = threading.Lock()
+_warmed: set[str] = set()
 
-        prepare(preset(DEFAULT_PRESET))
+
+def _warmup() -> None:
+    """Open the MLflow store (seconds: schema creation on a new store), import the trainer (torch,
+    transformers, peft: ~5 s) and build the default preset's data and feature cache (~15 s on 2 cores the
+    first time, then a cache hit), so the first Start with the defaults reaches its first step in about a
+    second. `make run` (app/serve.py) runs it before the server listens; the registry's worker calls it
+    again before its first job, which then waits for what is still in progress and redoes nothing.
+    EM3_WARM_DEMO=0 skips the data part (the test suite does: its servers train other presets on 2 cores)."""
+    with _WARM:
+        uri = store.uri()
+        if uri not in _warmed:
+            store.client(uri).search_experiments()      # creates the schema of a new store
+            warm_imports()
+            if os.environ.get("EM3_WARM_DEMO", "1") != "0":
+                from em3.config import preset
+                from em3.data.prepare import prepare
+
+                prepare(preset(DEFAULT_PRESET))
+            _warmed.add(uri)
 
 
 def make_registry() -> JobRegistry:

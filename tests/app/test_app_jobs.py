@@ -218,3 +218,33 @@ def test_a_finished_job_drops_the_pages_cached_run_list(fresh_store):
     snap = reg.wait(reg.submit(_cfg()), timeout=30)
     table = store.runs_table(store.uri())                             # within the ttl, yet fresh
     assert list(table["run_id"]) == [snap["run_id"]] and list(table["status"]) == ["FINISHED"]
+
+
+def test_the_server_warm_up_runs_once_per_store_and_a_second_caller_waits_for_it(fresh_store, monkeypatch):
+    """`make run` warms up at server start (app/serve.py) and the registry's worker again before its first job
+    (in a server started otherwise, both may overlap): the second call must wait for the first, redo nothing."""
+    import app.state
+    import em3.data.prepare
+
+    calls, gate = [], threading.Event()
+
+    def slow_prepare(cfg, **kw):
+        calls.append(cfg.data.preset)
+        gate.wait(10)
+
+    monkeypatch.setenv("EM3_WARM_DEMO", "1")
+    monkeypatch.setattr(em3.data.prepare, "prepare", slow_prepare)
+    first = threading.Thread(target=app.state._warmup)
+    first.start()
+    deadline = time.time() + 30
+    while not calls and time.time() < deadline:
+        time.sleep(0.01)
+    second = threading.Thread(target=app.state._warmup)
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()                                    # waits for the warm-up in progress
+    gate.set()
+    first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive()
+    assert calls == [app.state.DEFAULT_PRESET]                    # the demo data was prepared once
