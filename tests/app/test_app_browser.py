@@ -282,9 +282,6 @@ def _user_with_hits(root: Path) -> tuple[str, int]:
     return best
 
 
-@pytest.mark.skipif(os.environ.get("EM3_DEMO_BROWSER") != "1",
-                    reason="a whole demo em3 run in the browser takes minutes; opt in with EM3_DEMO_BROWSER=1 "
-                           "(failed in session 4's CI on the Alignment page; see issue 14)")
 def test_first_ten_minutes_on_the_demo_defaults(new_user_server, browser, tmp_path):
     """A new user: open Launch, press Start on the defaults (demo, em3), wait, then look at every page for that run."""
     from em3.config import preset
