@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import signal
 import sys
+import threading
 import time
+from typing import Any
 
 from em3.config import ARMS, RANKERS, ConfigError, parse_set
 from em3.errors import EM3Error
@@ -72,6 +76,18 @@ def _table_args(argv: list[str]) -> list[str]:
     return out
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _on_sigterm_interrupt() -> Any:
+    """SIGTERM (`timeout`, `kill`) stops the bench like Ctrl-C: run_training marks the run in progress KILLED
+    instead of leaving it RUNNING. Returns the previous handler (None off the main thread: nothing set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 def quality_main(argv: list[str] | None = None) -> int:
     from em3.bench import quality, quality_table, report
     from em3.bench.search import DEFAULT_GRID, parse_grid
@@ -129,6 +145,8 @@ def quality_main(argv: list[str] | None = None) -> int:
           f"{len(seeds)} seeds, {spec.n_points} search point(s)" + (" by TPE" if spec.space else ""), flush=True)
     trained = 0
     log = lambda s: print(s, flush=True)   # noqa: E731
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # the ledger reads config.json per run
+    previous = _on_sigterm_interrupt()
     try:
         if args.offline_dir:
             from em3.bench.offline import OfflineStore, offline_trainer, run_pool
@@ -161,6 +179,13 @@ def quality_main(argv: list[str] | None = None) -> int:
     except (EM3Error, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted after {trained} run(s): the finished ones are kept (MLflow and the ledger), the run in "
+              "progress is marked KILLED; the same command resumes", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     cells = quality.collect(spec)
     done = sum(len(c.runs) for c in cells)
     print(f"trained {trained} run(s); table: {done}/{len(cells) * len(seeds)} runs finished "
