@@ -20,6 +20,7 @@ SYNTHETIC_PRESETS = ("tiny", "demo", "small")
 FUSION_MODES = ("selfattn", "blip2", "mean")
 MODALITIES = ("image", "text")
 HISTORY_STRATEGIES = ("lora", "shared", "frozen", "precomputed")
+HISTORY_CUTS = ("last", "similar")          # em3/models/history_cut.py
 RANKERS = ("din", "dcnv2")
 CIC_NEGATIVES = ("in_batch", "sampled")
 COMPUTE_DTYPES = ("auto", "fp32", "bf16")
@@ -153,9 +154,19 @@ class HistoryConfig:
     lora_targets: tuple[str, ...] = field(default=("q_proj", "k_proj", "v_proj", "out_proj"), metadata=_help(
         "Fusion-Q-Former linear layers that get LoRA adapters (by module name)."))
     dedup: bool = field(default=True, metadata=_help("Encode the unique items of a batch once."))
+    cut: str = field(default="last", metadata=_help(
+        "Which history items each target sees, of the data.max_history window: last (the cut_k most recent) or "
+        "similar (the cut_k whose item-ID embedding is closest to the target's: a retrieval-style cut as in "
+        "SIM/ETA; em3/models/history_cut.py). Cut items become padding: never encoded, never attended."))
+    cut_k: int = field(default=0, metadata=_help(
+        "Items each target keeps with model.history.cut (0 = the whole window; similar needs > 0)."))
 
     def __post_init__(self) -> None:
         _choice(self.strategy, HISTORY_STRATEGIES, "model.history.strategy")
+        _choice(self.cut, HISTORY_CUTS, "model.history.cut")
+        _check(self.cut_k >= 0, "model.history.cut_k", f"must be >= 0, got {self.cut_k}")
+        _check(self.cut != "similar" or self.cut_k > 0, "model.history.cut_k",
+               "model.history.cut = similar needs cut_k > 0 (how many similar items to keep)")
         _positive(self, "lora_rank", "lora_alpha", prefix="model.history")
         _check(0.0 <= self.lora_dropout < 1.0, "model.history.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
         _check(len(self.lora_targets) > 0, "model.history.lora_targets", "needs at least one module name")

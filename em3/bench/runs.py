@@ -19,7 +19,8 @@ KIND_TAG = "em3.kind"
 ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_features": "auto",
                                "data.user_feature_buckets": "10", "model.ranker.user_features": "False",
                                "train.id_dropout": "0.0", "train.id_dropout_history": "False",
-                               "train.deterministic": "False"}
+                               "train.deterministic": "False", "model.history.cut": "last",
+                               "model.history.cut_k": "0"}
 # Fields that say how a run is executed, not what is trained: never part of the hash (two processes of one
 # thread each train the same experiments as one process of two).
 RUN_ONLY: frozenset[str] = frozenset({"speed.threads"})

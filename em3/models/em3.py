@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from em3.config import Config, ConfigError
 from em3.data.schema import PAD_INDEX, UNKNOWN_ID, SampleSet
+from em3.models.history_cut import cut_mask
 from em3.models.content import check_tokens
 from em3.models.history import ContentEncoder
 from em3.models.rankers import build_ranker
@@ -65,6 +66,9 @@ class EM3Model(nn.Module):
         user_fields = samples.user_features.num_fields if m.ranker.user_features else 0
         self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0,
                                    user_fields=user_fields, split_attention=cfg.speed.din_split_attention)
+        self.cut, self.cut_k = m.history.cut, m.history.cut_k
+        # "last" with a window no longer than the history keeps everything: no cut to run
+        self.cut_active = m.history.cut_k > 0 and (m.history.cut == "similar" or m.history.cut_k < cfg.data.max_history)
         self.use_cic = m.use_content and m.cic.weight > 0
         if self.use_cic:
             # CIC projection heads (authors: Linear D->D each); the ID side also maps id_dim -> D.
@@ -108,6 +112,9 @@ class EM3Model(nn.Module):
         target_id = self.item_id_emb(target_row)                                # (B, Di)
         history_id = self.item_id_emb(history_row)                              # (B, L, Di)
         history_mask = history != PAD_INDEX                                     # (B, L)
+        if self.cut_active:   # step 1b: the items this target sees; the rest become padding (never encoded)
+            history_mask = cut_mask(target_id, history_id, history_mask, cut=self.cut, k=self.cut_k)
+            history = history.masked_fill(~history_mask, PAD_INDEX)
 
         # step 2: content embeddings of the target and history items (unique items encoded once)
         target_content = history_content = None
@@ -164,8 +171,11 @@ class EM3Model(nn.Module):
         logits = []
         for rows in torch.arange(b * k, device=flat.device).split(chunk):
             owner = rows // k                                                   # (R,) the user row of each
+            mask = history_mask[owner]                                          # (R, L)
+            if self.cut_active:
+                mask = cut_mask(target_id[rows], history_id[owner], mask, cut=self.cut, k=self.cut_k)
             ranked = self.ranker(
-                user_vec[owner], target_id[rows], history_id=history_id[owner], history_mask=history_mask[owner],
+                user_vec[owner], target_id[rows], history_id=history_id[owner], history_mask=mask,
                 target_content=None if target_content is None else target_content[rows],
                 history_content=None if history_content is None else history_content[owner])
             logits.append(ranked.logits)                                        # (R,)
@@ -192,11 +202,15 @@ class EM3Model(nn.Module):
         """
         items = torch.arange(1, self.num_items + 1, device=user.device)          # (I,)
         history_mask = history != PAD_INDEX                                      # (B, L)
+        target_id = self.item_id_emb(self.id_index[items])                       # (I, Di)
+        history_id = self.item_id_emb(self.id_index[history])                    # (B, L, Di)
+        if self.cut_active:                                                      # (B, I, L): per candidate
+            history_mask = cut_mask(target_id, history_id, history_mask, cut=self.cut, k=self.cut_k, pairs=True)
         target_content = history_content = None
         if self.content is not None:
             target_content, history_content = catalogue.target[items], catalogue.history[history]
-        return self.ranker.score_pairs(self.user_vector(user), self.item_id_emb(self.id_index[items]),
-                                       history_id=self.item_id_emb(self.id_index[history]),
+        return self.ranker.score_pairs(self.user_vector(user), target_id,
+                                       history_id=history_id,
                                        history_mask=history_mask, target_content=target_content,
                                        history_content=history_content)          # (B, I)
 

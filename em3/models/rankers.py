@@ -96,17 +96,19 @@ class TargetAttention(nn.Module):
         return (w.unsqueeze(-1) * history).sum(1), w
 
     def pairwise(self, target: Tensor, history: Tensor, mask: Tensor) -> Tensor:
-        """Every candidate against every row's history: target (C, D), history (B, L, D), mask (B, L)
-        -> interest (B, C, D). Always the split form; candidates in blocks of bounded memory."""
+        """Every candidate against every row's history: target (C, D), history (B, L, D), mask (B, L), or
+        (B, C, L) when each candidate sees its own cut of the history -> interest (B, C, D). Always the
+        split form; candidates in blocks of bounded memory."""
         wq, wk, wqk, b = self._first_layer_parts()
         n_b, n_l, d = history.shape
         hk = F.linear(history, wk, b).unsqueeze(1)                              # (B, 1, L, H)
         step = max(1, PAIR_BLOCK // max(1, n_b * n_l * max(d, wq.shape[0])))
         out = []
-        for t in target.split(step):                                            # (c, D)
+        for start, t in zip(range(0, target.shape[0], step), target.split(step)):   # (c, D)
             h = (F.linear(t, wq)[None, :, None, :] + hk
                  + F.linear(t[None, :, None, :] * history[:, None], wqk))      # (B, c, L, H)
-            w = self._weights(self._rest(h), mask[:, None])                     # (B, c, L)
+            m = mask[:, None] if mask.dim() == 2 else mask[:, start:start + len(t)]    # (B, 1 | c, L)
+            w = self._weights(self._rest(h), m)                                 # (B, c, L)
             out.append(torch.einsum("bcl,bld->bcd", w, history))                # (B, c, D)
         return torch.cat(out, dim=1)
 
@@ -172,6 +174,9 @@ class DCNv2(nn.Module):
                     target_content: Tensor | None = None, history_content: Tensor | None = None) -> Tensor:
         """As DIN.score_pairs: logits (B, C); each row's pooled history is computed once, not per candidate."""
         n_b, n_c = user.shape[0], target_id.shape[0]
+        if history_mask.dim() == 3:      # (B, C, L): each candidate pools its own cut of the history
+            return self._pairs_cut(user, target_id, history_id=history_id, history_mask=history_mask,
+                                   target_content=target_content, history_content=history_content)
         rows = [user, masked_mean(history_id, history_mask)]                # per row
         cands = [target_id]                                                 # per candidate
         if target_content is not None:
@@ -182,6 +187,18 @@ class DCNv2(nn.Module):
         # x0 in forward's order: [user, target_id, hist_id, (target_content, hist_content)]
         order = [r[0], c[0], r[1]] + ([c[1], r[2]] if target_content is not None else [])
         return self._logits(torch.cat(order, dim=-1))                        # (B, C)
+
+    def _pairs_cut(self, user: Tensor, target_id: Tensor, *, history_id: Tensor, history_mask: Tensor,
+                   target_content: Tensor | None, history_content: Tensor | None) -> Tensor:
+        """score_pairs with a per-candidate history mask (B, C, L): the pooled histories are (B, C, ·)."""
+        n_b, n_c = user.shape[0], target_id.shape[0]
+        m = history_mask.to(history_id.dtype)
+        m = m / m.sum(-1, keepdim=True).clamp(min=1)                         # (B, C, L) masked-mean weights
+        parts = [user[:, None].expand(-1, n_c, -1), target_id[None].expand(n_b, -1, -1),
+                 torch.einsum("bcl,bld->bcd", m, history_id)]
+        if target_content is not None:
+            parts += [target_content[None].expand(n_b, -1, -1), torch.einsum("bcl,bld->bcd", m, history_content)]
+        return self._logits(torch.cat(parts, dim=-1))                        # (B, C)
 
 
 def build_ranker(cfg: RankerConfig, *, content_dim: int, user_fields: int = 0,
