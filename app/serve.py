@@ -21,11 +21,11 @@ MAIN = Path(__file__).resolve().parent / "main.py"
 def main(argv: list[str] | None = None) -> None:
     import time
 
-    from app.state import _warmup
+    from app.state import warm_up
 
     t0 = time.perf_counter()
     print("em3: importing the trainer and loading the demo data before the server starts ...", flush=True)
-    _warmup()
+    warm_up()
     print(f"em3: ready in {time.perf_counter() - t0:.1f} s", flush=True)
     from streamlit.web import cli
 

@@ -17,7 +17,7 @@ _WARM = threading.Lock()
 _warmed: set[str] = set()
 
 
-def _warmup() -> None:
+def warm_up() -> None:
     """Open the MLflow store (seconds: schema creation on a new store), import the trainer (torch,
     transformers, peft: ~5 s) and build the default preset's data and feature cache (~15 s on 2 cores the
     first time, then a cache hit), so the first Start with the defaults reaches its first step in about a
@@ -41,7 +41,7 @@ def make_registry() -> JobRegistry:
     """The server's registry. When a job ends, the pages' cached store reads (run list, artifacts) are dropped:
     a page opened right after "finished" must not show the run as RUNNING, or its artifacts as missing. When a
     job's MLflow run is created, the cached run list is dropped: the Runs page must list it while it trains."""
-    return JobRegistry(train_fn=default_train_fn, warmup=_warmup, on_end=lambda job: store.forget(),
+    return JobRegistry(train_fn=default_train_fn, warmup=warm_up, on_end=lambda job: store.forget(),
                        on_run=lambda job: store.runs_table.clear())
 
 

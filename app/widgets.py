@@ -11,14 +11,8 @@ from app import store
 
 
 def runs_or_info(*, what: str = "runs") -> pd.DataFrame | None:
-    """The runs table, or None after an st.info when the store holds no runs.
-
-    An empty table is read again uncached (cheap on an empty store): it may be a read from before the first run
-    was created, still inside the cache's ttl."""
+    """The runs table, or None after an st.info when the store holds no runs."""
     table = store.runs_table(store.uri())
-    if table.empty:
-        store.runs_table.clear()
-        table = store.runs_table(store.uri())
     if table.empty:
         st.info(f"No {what} in the MLflow store yet ({store.uri()}). Start one on the **Launch** page.")
         return None

@@ -6,9 +6,7 @@ import os
 import shlex
 import signal
 import sys
-import threading
 import time
-from typing import Any
 
 from em3.config import ARMS, RANKERS, ConfigError, parse_set
 from em3.errors import EM3Error
@@ -76,18 +74,6 @@ def _table_args(argv: list[str]) -> list[str]:
     return out
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _on_sigterm_interrupt() -> Any:
-    """SIGTERM (`timeout`, `kill`) stops the bench like Ctrl-C: run_training marks the run in progress KILLED
-    instead of leaving it RUNNING. Returns the previous handler (None off the main thread: nothing set)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _interrupt)
-
-
 def quality_main(argv: list[str] | None = None) -> int:
     from em3.bench import quality, quality_table, report
     from em3.bench.search import DEFAULT_GRID, parse_grid
@@ -146,7 +132,9 @@ def quality_main(argv: list[str] | None = None) -> int:
     trained = 0
     log = lambda s: print(s, flush=True)   # noqa: E731
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # the ledger reads config.json per run
-    previous = _on_sigterm_interrupt()
+    from em3.training.runtime import sigterm_as_interrupt
+
+    previous = sigterm_as_interrupt()              # stops like Ctrl-C: the run in progress ends KILLED
     try:
         if args.offline_dir:
             from em3.bench.offline import OfflineStore, offline_trainer, run_pool

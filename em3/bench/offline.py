@@ -88,10 +88,10 @@ def offline_trainer(store: OfflineStore):
     from em3.training.fit import fit
 
     def train(cfg: Config, *, tags: dict[str, str], run_name: str) -> OfflineResult:
-        from em3.training.runtime import configure_determinism
+        from em3.training.runtime import configure_run
 
         device = resolve_device(cfg.train.device)
-        configure_determinism(cfg.train)
+        configure_run(cfg)
         data = prepare(cfg)
         samples = data.samples
         torch.manual_seed(cfg.train.seed)

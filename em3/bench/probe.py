@@ -39,11 +39,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from em3.training.distributed import resolve_device
     from em3.training.fit import compute_loss, make_optimizer
 
-    from em3.training.runtime import configure_cpu, configure_determinism
+    from em3.training.runtime import configure_run
 
     cfg = from_dict(spec["config"])
-    configure_cpu(cfg.speed)
-    configure_determinism(cfg.train)
+    configure_run(cfg)
     device = resolve_device(cfg.train.device)
     data = prepare(cfg)
     raw, samples = data.raw, data.samples

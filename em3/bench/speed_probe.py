@@ -25,12 +25,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from em3.training.distributed import resolve_device
     from em3.training.fit import compute_loss, fit
     from em3.training.memory import PeakMemory
-    from em3.training.runtime import configure_cpu, configure_determinism
+    from em3.training.runtime import configure_run
 
     cfg = from_dict(spec["config"])
     cfg = replace(cfg, train=replace(cfg.train, epochs=1, patience=0))
-    configure_cpu(cfg.speed)
-    configure_determinism(cfg.train)
+    configure_run(cfg)
     device = resolve_device(cfg.train.device)
     peaks = {name: matmul_flops_per_s(device, dtype=dt)["flops_per_s"]
              for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}

@@ -9,7 +9,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,10 +121,6 @@ def format_result(result: Any) -> str:
     return "\n".join(lines)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m em3 train", description=__doc__)
     add_config_args(p)
@@ -149,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from em3.training.run import run_training   # lazy: torch and mlflow are slow to import
+    from em3.training.runtime import sigterm_as_interrupt
 
-    signal.signal(signal.SIGTERM, _interrupt)          # a terminated run is marked KILLED, not left RUNNING
+    sigterm_as_interrupt()                              # a terminated run is marked KILLED, not left RUNNING
     hooks, close = progress_bar() if (rank0 and not args.json) else (None, lambda: None)
     try:
         result = run_training(cfg, hooks=hooks, run_name=args.run_name, resume_run_id=args.resume or None)

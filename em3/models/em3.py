@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from em3.config import Config, ConfigError
 from em3.data.schema import PAD_INDEX, UNKNOWN_ID, SampleSet
-from em3.models.history_cut import cut_mask
 from em3.models.content import check_tokens
 from em3.models.history import ContentEncoder
+from em3.models.history_cut import cut_mask
 from em3.models.rankers import build_ranker
 from em3.models.user_features import UserFeatureEmbedding
 
@@ -67,8 +67,7 @@ class EM3Model(nn.Module):
         self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0,
                                    user_fields=user_fields, split_attention=cfg.speed.din_split_attention)
         self.cut, self.cut_k = m.history.cut, m.history.cut_k
-        # "last" with a window no longer than the history keeps everything: no cut to run
-        self.cut_active = m.history.cut_k > 0 and (m.history.cut == "similar" or m.history.cut_k < cfg.data.max_history)
+        self.cut_active = m.history.cut_k > 0
         self.use_cic = m.use_content and m.cic.weight > 0
         if self.use_cic:
             # CIC projection heads (authors: Linear D->D each); the ID side also maps id_dim -> D.

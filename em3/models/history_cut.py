@@ -14,8 +14,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from em3.config import HISTORY_CUTS as CUTS
-
 
 def keep_last(mask: Tensor, k: int) -> Tensor:
     """mask (B, L) real items -> (B, L): the last k positions' real items (all of them when k <= 0)."""
@@ -41,16 +39,14 @@ def keep_top(scores: Tensor, mask: Tensor, k: int) -> Tensor:
 @torch.no_grad()
 def cut_mask(target_id: Tensor, history_id: Tensor, mask: Tensor, *, cut: str, k: int,
              pairs: bool = False) -> Tensor:
-    """The history each target attends to.
+    """The history each target attends to (`cut` as validated by model.history.cut).
 
     target_id (B, Di), history_id (B, L, Di), mask (B, L) -> (B, L);
-    with `pairs`, target_id (C, Di) are candidates for every row: -> (B, C, L).
+    with `pairs`, target_id (C, Di) are candidates for every row: similar -> (B, C, L); last, which does not
+    depend on the target, stays (B, L) (the rankers' score_pairs take either).
     """
-    if cut not in CUTS:
-        raise ValueError(f"model.history.cut: unknown value {cut!r}; expected one of {', '.join(CUTS)}")
     if cut == "last" or k <= 0:
-        kept = keep_last(mask, k)
-        return kept[:, None].expand(-1, target_id.shape[0], -1) if pairs else kept
+        return keep_last(mask, k)
     if pairs:
         scores = torch.einsum("cd,bld->bcl", target_id, history_id)             # (B, C, L)
         return keep_top(scores, mask[:, None], k)

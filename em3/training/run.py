@@ -29,8 +29,7 @@ from em3.training.batches import to_batch
 from em3.training.fit import FitState, World, fit
 from em3.training.hooks import Hooks, Progress, RunResult
 from em3.training.memory import PeakMemory
-from em3.models.precision import resolve_compute_dtype
-from em3.training.runtime import configure_cpu, configure_determinism
+from em3.training.runtime import configure_run
 from em3.training.tracking import RunTracker, download_dir
 
 
@@ -89,8 +88,7 @@ def run_training(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None =
         cfg = replace(logged, train=replace(logged.train, epochs=max(cfg.train.epochs, logged.train.epochs),
                                             device=cfg.train.device))
     device = distributed.resolve_device(cfg.train.device)
-    cpu_tags = {**configure_cpu(cfg.speed), **configure_determinism(cfg.train),
-                "em3.compute_dtype": resolve_compute_dtype(cfg.speed.compute_dtype)}
+    cpu_tags = configure_run(cfg)
     world = distributed.setup(device.type)
     tracker = None
     if world.rank == 0:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import Any
 
 import torch
 
-from em3.config import SpeedConfig, TrainConfig
+from em3.config import Config, SpeedConfig, TrainConfig
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
@@ -59,6 +60,31 @@ def configure_cpu(speed: SpeedConfig) -> dict[str, str]:
         torch.set_num_threads(threads)
     heap = keep_heap() if speed.keep_heap else False
     return {"em3.threads": str(torch.get_num_threads()), "em3.keep_heap": str(heap).lower()}
+
+
+def sigterm_as_interrupt() -> Any:
+    """Make SIGTERM (`timeout`, `kill`) raise KeyboardInterrupt like Ctrl-C, so run_training marks the run in
+    progress KILLED instead of leaving it RUNNING. Returns the previous handler (None off the main thread,
+    where nothing is set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def configure_run(cfg: Config) -> dict[str, str]:
+    """Every process setting a run asks for (threads, heap, determinism) applied; returns the tags to log,
+    with the token store's resolved dtype."""
+    from em3.models.precision import resolve_compute_dtype
+
+    return {**configure_cpu(cfg.speed), **configure_determinism(cfg.train),
+            "em3.compute_dtype": resolve_compute_dtype(cfg.speed.compute_dtype)}
 
 
 def configure_determinism(train: TrainConfig) -> dict[str, str]:

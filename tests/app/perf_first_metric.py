@@ -21,13 +21,13 @@ def main() -> None:
     os.environ["EM3_MLRUNS_DIR"] = str(root / "mlruns")
     os.environ.setdefault("EM3_CACHE_DIR", str(root / "cache"))
     from app.jobs import JobRegistry, default_train_fn
-    from app.state import _warmup
+    from app.state import warm_up
     from em3.training.runtime import keep_heap
     from em3.config import preset, with_overrides
 
     t0 = time.time()
     keep_heap()                                   # as app.state.registry() does before the worker starts
-    reg = JobRegistry(train_fn=default_train_fn, warmup=_warmup)
+    reg = JobRegistry(train_fn=default_train_fn, warmup=warm_up)
     while reg.warming:
         time.sleep(0.1)
     print(f"warm-up at app start (store, trainer imports, demo data and feature cache): {time.time() - t0:.1f} s")

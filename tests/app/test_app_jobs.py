@@ -234,12 +234,12 @@ def test_the_server_warm_up_runs_once_per_store_and_a_second_caller_waits_for_it
 
     monkeypatch.setenv("EM3_WARM_DEMO", "1")
     monkeypatch.setattr(em3.data.prepare, "prepare", slow_prepare)
-    first = threading.Thread(target=app.state._warmup)
+    first = threading.Thread(target=app.state.warm_up)
     first.start()
     deadline = time.time() + 30
     while not calls and time.time() < deadline:
         time.sleep(0.01)
-    second = threading.Thread(target=app.state._warmup)
+    second = threading.Thread(target=app.state.warm_up)
     second.start()
     second.join(0.3)
     assert second.is_alive()                                    # waits for the warm-up in progress

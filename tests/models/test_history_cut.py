@@ -32,8 +32,8 @@ def test_similar_cut_is_by_id_dot_product_per_row_and_per_candidate():
     cands = torch.tensor([[1.0, 0.1], [0.0, 1.0]])                                    # (C=2, 2)
     pairs = cut_mask(cands, history, mask, cut="similar", k=1, pairs=True)          # (1, 2, 4)
     assert pairs.tolist() == [[[True, False, False, False], [False, True, False, False]]]
-    last = cut_mask(cands, history, mask, cut="last", k=1, pairs=True)
-    assert last.tolist() == [[[False, False, False, True]] * 2]
+    last = cut_mask(cands, history, mask, cut="last", k=1, pairs=True)   # the same for every candidate: (B, L)
+    assert last.tolist() == [[False, False, False, True]]
 
 
 def _cut_by_hand(model, batch):
