@@ -19,6 +19,7 @@ import streamlit as st
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from app.store_sqlite import RunRow, read_runs
 from em3.arms import arm_label
 from em3.paths import tracking_uri
 
@@ -65,28 +66,48 @@ def runs_table(store_uri: str) -> pd.DataFrame:
     exps = [e.experiment_id for e in c.search_experiments()]
     if not exps:
         return pd.DataFrame(columns=cols)
-    runs = c.search_runs(exps, max_results=5000, order_by=["attributes.start_time DESC"])
-    rows = []
-    for r in runs:
-        row: dict[str, Any] = {
-            "run_id": r.info.run_id, "experiment_id": r.info.experiment_id, "name": r.info.run_name,
-            "status": r.info.status, "artifact_uri": r.info.artifact_uri, "start": r.info.start_time,
-            "end": r.info.end_time,
-        }
-        for t in TAGS:
-            row[t.split(".", 1)[1]] = r.data.tags.get(t, "")
-        row["arm_label"] = arm_label(row["arm"], row["base_arm"])
-        for m in SUMMARY_METRICS:
-            row[m] = r.data.metrics.get(m, np.nan)
-        row["_metrics"] = dict(r.data.metrics)
-        row["_params"] = dict(r.data.params)
-        rows.append(row)
+    rows = [_row(r) for r in _runs(store_uri, c, exps)]
     if not rows:
         return pd.DataFrame(columns=cols)
-    table = pd.DataFrame(rows, columns=[*cols, "_metrics", "_params"])
+    table = pd.DataFrame(rows, columns=[*cols, "_metrics"])
     for col in ("start", "end"):   # one vectorised conversion (per row it cost ~0.5 s for 1,000 runs on a busy box)
         table[col] = pd.to_datetime(table[col], unit="ms")
     return table
+
+
+def _runs(store_uri: str, c: MlflowClient, exps: list[str]) -> list[RunRow]:
+    """The active runs of `exps`, newest first: three read-only sqlite queries when the store allows it
+    (≈ 0.02 s for 1,000 runs), else `search_runs` (≈ 2 s for the same store; it also loads every param)."""
+    fast = read_runs(store_uri, exps, TAGS)
+    if fast is not None:
+        return fast
+    return [RunRow(run_id=r.info.run_id, experiment_id=r.info.experiment_id, name=r.info.run_name or "",
+                   status=r.info.status, artifact_uri=r.info.artifact_uri, start_time=r.info.start_time,
+                   end_time=r.info.end_time, tags={t: r.data.tags[t] for t in TAGS if t in r.data.tags},
+                   metrics=dict(r.data.metrics))
+            for r in c.search_runs(exps, max_results=5000, order_by=["attributes.start_time DESC"])]
+
+
+def _row(r: RunRow) -> dict[str, Any]:
+    row: dict[str, Any] = {"run_id": r.run_id, "experiment_id": r.experiment_id, "name": r.name,
+                           "status": r.status, "artifact_uri": r.artifact_uri, "start": r.start_time,
+                           "end": r.end_time}
+    for t in TAGS:
+        row[t.split(".", 1)[1]] = r.tags.get(t, "")
+    row["arm_label"] = arm_label(row["arm"], row["base_arm"])
+    for m in SUMMARY_METRICS:
+        row[m] = r.metrics.get(m, np.nan)
+    row["_metrics"] = dict(r.metrics)
+    return row
+
+
+@st.cache_data(ttl=60, show_spinner=False, max_entries=256)
+def run_params(store_uri: str, run_id: str) -> dict[str, str]:
+    """Every param of one run ({} when the run is gone): read per run, as only the Runs page's diff needs them."""
+    try:
+        return dict(client(store_uri).get_run(run_id).data.params)
+    except MlflowException:
+        return {}
 
 
 def run_label(row: Any) -> str:
@@ -187,5 +208,5 @@ def find_run_for_job(store_uri: str, job_id: str) -> tuple[str, str] | None:
 def forget() -> None:
     """Drop every cached store read (the run list, metric histories, artifacts): called when a job ends, so the
     next page shows the run as it ended, not as it was within a cache's ttl."""
-    for cached in (runs_table, metric_history, artifact_list, _artifact_uris, artifact_json, artifact_npz):
+    for cached in (runs_table, run_params, metric_history, artifact_list, _artifact_uris, artifact_json, artifact_npz):
         cached.clear()

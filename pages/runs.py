@@ -93,7 +93,7 @@ efficiency = pd.DataFrame({labels[r["run_id"]]: efficiency_column(
 st.dataframe(efficiency, width="stretch")
 
 st.subheader("Parameters that differ")
-diff = param_diff({labels[r["run_id"]]: r["_params"] for _, r in sel.iterrows()})
+diff = param_diff({labels[r["run_id"]]: store.run_params(uri, r["run_id"]) for _, r in sel.iterrows()})
 if len(chosen) < 2:
     st.caption("Select two or more runs to see a parameter diff.")
 elif diff.empty:

@@ -81,6 +81,16 @@ def test_runs_page_efficiency_panel_shows_what_the_run_logged(store):
     assert older["Trainable parameters"] == "not logged" and older["Device"] == "cpu"
 
 
+def test_runs_page_diffs_the_params_of_the_selected_runs(store):
+    """The run list no longer carries params (the sqlite fast path reads none): the diff reads them per run."""
+    at = open_page("runs")
+    at.multiselect(key="runs-pick").set_value([store["custom"], store["eff"]]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    diff = _frame_with_row(at, "model.history.strategy")
+    assert sorted(diff.loc["model.history.strategy"].tolist()) == ["lora", "shared"]
+    assert "train.epochs" not in diff.index   # equal in both runs
+
+
 def test_runs_page_shows_a_contradicting_run_as_custom(store):
     at = open_page("runs")
     runs = at.dataframe[0].value.set_index("name")
