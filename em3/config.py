@@ -16,7 +16,7 @@ from typing import Any, Mapping, get_type_hints
 CONFIG_VERSION = 1
 
 SOURCES = ("synthetic", "movielens-100k", "files")
-SYNTHETIC_PRESETS = ("tiny", "demo", "small")
+SYNTHETIC_PRESETS = ("tiny", "demo", "small", "audio", "long")
 FUSION_MODES = ("selfattn", "blip2", "mean")
 MODALITIES = ("image", "text")
 HISTORY_STRATEGIES = ("lora", "shared", "frozen", "precomputed")
@@ -513,6 +513,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 16,
         "model.fusion.dim": 32, "model.ranker.id_dim": 32, "model.ranker.mlp_hidden": (32,),
         "model.ranker.attention_hidden": (16,), "train.epochs": 6, "train.batch_size": 512,   # demo's batch
+    },
+    # The fourth modality (issue 15): small's size, items also carry audio-only attributes, heard in a short
+    # generated sound (em3/data/synthetic_audio.py); the em3 arm fuses all three.
+    "audio": {
+        "data.source": "synthetic", "data.preset": "audio", "data.max_history": 10,
+        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 16,
+        "model.fusion.modalities": ("image", "text", "audio"),
+        "model.fusion.dim": 32, "model.ranker.id_dim": 32, "model.ranker.mlp_hidden": (32,),
+        "model.ranker.attention_hidden": (16,), "train.epochs": 6, "train.batch_size": 512,
+    },
+    # Long behaviour sequences (issue 15): users with 1,000+ positives; L is set per bench row.
+    "long": {
+        "data.source": "synthetic", "data.preset": "long", "data.max_history": 1000,
+        "encoder.image_encoder": "scratch", "encoder.text_encoder": "scratch", "encoder.max_text_len": 16,
+        "model.fusion.dim": 32, "model.ranker.id_dim": 32, "model.ranker.mlp_hidden": (32,),
+        "model.ranker.attention_hidden": (16,), "train.epochs": 2, "train.batch_size": 256,
     },
     # Real data: MovieLens-100K with posters and the shared pretrained encoders.
     "movielens": {

@@ -6,7 +6,7 @@ U users, F user-feature fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,10 @@ class RawDataset:
     ground_truth: dict[str, np.ndarray] | None = None  # synthetic only: attributes, tastes, modality masks
     image_size: tuple[int, int] = (0, 0)        # (H, W) native image size of the source (0, 0 = varies)
     user_feature_columns: tuple[str, ...] = ()  # the users-table columns data.user_features='auto' encodes
+    item_fields: tuple[str, ...] = ()           # item-table metadata columns the tabular modality tokenises
+    loaders: Mapping[str, Callable[[int], Any]] = field(default_factory=dict, repr=False)
+    #   per-modality raw inputs beyond the image, by modality name: item_id -> the modality's input or None
+    #   (e.g. "audio": a mono float32 waveform at em3.data.synthetic_audio.SAMPLE_RATE)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,10 @@ class Size:
 SIZES = {"tiny": Size(items=200, users=100, impressions_per_user=50),
          "demo": Size(items=3000, users=1000, impressions_per_user=100),
          # appended last: a preset's RNG stream is keyed on its index in this table
-         "small": Size(items=600, users=400, impressions_per_user=60)}
+         "small": Size(items=600, users=400, impressions_per_user=60),
+         # issue 15: a fourth modality (audio-only attributes) and long behaviour sequences
+         "audio": Size(items=600, users=400, impressions_per_user=60),
+         "long": Size(items=5000, users=200, impressions_per_user=3000)}
 # Appeal of each attribute value to everyone (std, before WEIGHTS): the part of taste a model can learn
 # from other users' clicks on similar items and carry to a cold item. synthetic/1 had none, so the
 # attribute effects averaged out over the segments and the generator's own attribute logit, known
