@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from em3.config import ARMS, Config, flatten, with_arm
+from em3.config import ARMS, PRESETS, Config, flatten, with_arm, with_overrides
 
 CUSTOM = "custom"
 ARM_KEYS: tuple[str, ...] = tuple(sorted({key for overrides in ARMS.values() for key in overrides}))
@@ -30,16 +30,22 @@ def _meaning(key: str, value: Any) -> Any:
 
 
 @lru_cache(maxsize=None)
-def arm_definition(arm: str) -> dict[str, Any]:
-    """{arm-defining key: meaning} of a named arm applied to the default config."""
-    flat = flatten(with_arm(Config(), arm))
+def arm_definition(arm: str, preset: str = "") -> dict[str, Any]:
+    """{arm-defining key: meaning} of a named arm applied to the default config, or on top of a synthetic
+    preset's own arm-defining settings (the `audio` preset fuses image, text and audio: its em3 does too)."""
+    base = {k: v for k, v in PRESETS.get(preset, {}).items() if k in ARM_KEYS}
+    flat = flatten(with_arm(with_overrides(Config(), base), arm))
     return {key: _meaning(key, flat[key]) for key in ARM_KEYS}
+
+
+def _preset_of(cfg: Config) -> str:
+    return cfg.data.preset if cfg.data.source == "synthetic" else ""
 
 
 def arm_conflicts(cfg: Config) -> list[str]:
     """One sentence per arm-defining knob of cfg that contradicts cfg.model.arm ([] when it is the arm)."""
     arm, flat = cfg.model.arm, flatten(cfg)
-    want = arm_definition(arm)
+    want = arm_definition(arm, _preset_of(cfg))
     keys = ARM_KEYS if cfg.model.use_content and want["model.use_content"] else ("model.use_content",)
     return [f"{key} = {flat[key]} ({_meaning(key, flat[key])}) but arm {arm} means {want[key]}"
             for key in keys if _meaning(key, flat[key]) != want[key]]

@@ -13,12 +13,13 @@ import json
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Mapping, get_type_hints
 
+from em3.modalities import DEFAULT as DEFAULT_MODALITIES, NAMES as MODALITIES   # the registry (no heavy imports)
+
 CONFIG_VERSION = 1
 
 SOURCES = ("synthetic", "movielens-100k", "files")
 SYNTHETIC_PRESETS = ("tiny", "demo", "small", "audio", "long")
 FUSION_MODES = ("selfattn", "blip2", "mean")
-MODALITIES = ("image", "text")
 HISTORY_STRATEGIES = ("lora", "shared", "frozen", "precomputed")
 HISTORY_CUTS = ("last", "similar")          # em3/models/history_cut.py
 RANKERS = ("din", "dcnv2")
@@ -110,10 +111,17 @@ class EncoderConfig:
     image_height: int = field(default=0, metadata=_help("Resize images to this height (0 = native size)."))
     image_width: int = field(default=0, metadata=_help("Resize images to this width (0 = native size)."))
     max_text_len: int = field(default=64, metadata=_help("Text tokens kept per item (incl. special tokens)."))
+    tabular_buckets: int = field(default=16, metadata=_help(
+        "Tabular modality: quantile buckets of a numeric field, or categories kept of a categorical one (the "
+        "rest share one 'other' bucket); em3/modalities/tabular.py."))
+    audio_encoder: str = field(default="scratch", metadata=_help(
+        "Audio encoder: 'scratch' (log-mel spectrogram + a small seeded frozen encoder; em3/models/audio_encoder.py)."))
+    audio_tokens: int = field(default=16, metadata=_help("Audio modality: time tokens per item's sound."))
     cache_dir: str = field(default="", metadata=_help("Feature cache directory; empty = <repo>/.cache/features."))
 
     def __post_init__(self) -> None:
-        _positive(self, "text_layers", "max_text_len", prefix="encoder")
+        _positive(self, "text_layers", "max_text_len", "audio_tokens", prefix="encoder")
+        _check(self.tabular_buckets >= 2, "encoder.tabular_buckets", f"must be >= 2, got {self.tabular_buckets}")
         for n in ("image_height", "image_width"):
             _check(getattr(self, n) >= 0, f"encoder.{n}", f"must be >= 0, got {getattr(self, n)}")
         _check((self.image_height == 0) == (self.image_width == 0), "encoder.image_height",
@@ -125,7 +133,9 @@ class FusionConfig:
     mode: str = field(default="selfattn", metadata=_help(
         "selfattn (authors' design: self-attention over [queries; tokens]), blip2 (cross-attention + FFN) "
         "or mean (mean-pool tokens, no queries)."))
-    modalities: tuple[str, ...] = field(default=("image", "text"), metadata=_help("Modalities fused."))
+    modalities: tuple[str, ...] = field(default=DEFAULT_MODALITIES, metadata=_help(
+        f"Modalities fused, of the registry's {', '.join(MODALITIES)} (em3/modalities/); a source without one "
+        "is refused by name, an item without one gets masked tokens."))
     num_queries: int = field(default=2, metadata=_help("Learnable query tokens N_q."))
     num_layers: int = field(default=1, metadata=_help("Transformer layers of the Fusion-Q-Former."))
     num_heads: int = field(default=4, metadata=_help("Attention heads; must divide dim."))
@@ -137,6 +147,8 @@ class FusionConfig:
         _check(len(self.modalities) > 0, "model.fusion.modalities", "needs at least one modality")
         for m in self.modalities:
             _choice(m, MODALITIES, "model.fusion.modalities")
+        _check(len(set(self.modalities)) == len(self.modalities), "model.fusion.modalities",
+               f"a modality is named twice in {list(self.modalities)}")
         _positive(self, "num_queries", "num_layers", "num_heads", "dim", prefix="model.fusion")
         _check(self.dim % self.num_heads == 0, "model.fusion.dim",
                f"D={self.dim} is not divisible by num_heads={self.num_heads}")

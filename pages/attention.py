@@ -1,4 +1,4 @@
-"""Attention: the Fusion-Q-Former's query attention on an item's image and text, and DIN's history weights."""
+"""Attention: the Fusion-Q-Former's query attention on each fused modality of an item, and DIN's history weights."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,62 +6,96 @@ import streamlit as st
 
 from app import store, widgets
 from app.run_data import run_data
-from em3.evaluation.views_attention import (item_text_tokens, overlay, ranker_weights, shaded_tokens_html,
-                                            split_attention)
+from em3.evaluation.views_attention import (item_labels, overlay, query_weights, ranker_weights, segments_of,
+                                            shaded_tokens_html, split_segments, view_of)
 
 st.title(":material/visibility: Attention")
 run = widgets.pick_explained_run("explain/fusion_attention.npz", key="att-run")
 uri, rid = store.uri(), run["run_id"]
 att = store.artifact_npz(uri, rid, "explain/fusion_attention.npz")
-if att is None or not {"items", "attention", "image_grid", "Ti"} <= set(att):
-    st.info("explain/fusion_attention.npz is unreadable or lacks items/attention/image_grid/Ti.")
+if att is None or not {"items", "attention", "Ti"} <= set(att):
+    st.info("explain/fusion_attention.npz is unreadable or lacks items/attention/Ti.")
     st.stop()
-tokens = store.artifact_json(uri, rid, "explain/text_tokens.json") or {}
+labels = store.artifact_json(uri, rid, "explain/token_labels.json")
+if labels is None:   # an export from before the modality registry: text labels only
+    labels = {"text": store.artifact_json(uri, rid, "explain/text_tokens.json") or {}}
 data, why = run_data(rid)
 if data is None:
     st.info(f"Posters and titles unavailable: {why}. Showing the attention weights alone.")
 
 items = [int(i) for i in att["items"]]
-attention = att["attention"]                     # (n, layers, heads, Nq, Ti+Tt)
+attention = att["attention"]                     # (n, layers, heads, Nq, T)
 n, layers, heads, nq, total = attention.shape
-ti, grid = int(att["Ti"]), tuple(int(g) for g in att["image_grid"])
+segments = segments_of(att)
 name = (lambda i: f"{i}: {data.title(i)}") if data else (lambda i: f"item {i}")
 
 st.subheader("Fusion-Q-Former: query → tokens")
+st.caption("Fused modalities: " + ", ".join(f"**{m}** ({t} tokens)" for m, t in segments))
 c = st.columns(4)
 row = c[0].selectbox("Item", range(n), format_func=lambda r: name(items[r]), key="att-item")
 layer = c[1].selectbox("Layer", range(layers), key="att-layer")
 head = c[2].selectbox("Head", ["mean", *range(heads)], key="att-head")
 query = c[3].selectbox("Query", range(nq), key="att-query")
 try:
-    heat, text_w = split_attention(attention, row=row, layer=layer, head=None if head == "mean" else head,
-                                   query=query, ti=ti, image_grid=grid)
+    parts = split_segments(query_weights(attention, row=row, layer=layer, head=None if head == "mean" else head,
+                                         query=query), segments)
 except ValueError as exc:
-    st.info(f"Cannot map attention onto the image grid: {exc}")
+    st.info(f"Cannot split the attention columns by modality: {exc}")
     st.stop()
-left, right = st.columns([1, 2])
-with left:
+total_w = max(sum(float(w.sum()) for w in parts.values()), 1e-12)
+st.caption("Share of this query's attention: " + ", ".join(f"{m} {float(w.sum()) / total_w:.0%}"
+                                                           for m, w in parts.items()))
+
+
+def draw_grid(modality: str, w: np.ndarray) -> None:
+    grid = tuple(int(g) for g in att["image_grid"]) if "image_grid" in att else None
+    if grid is None or grid[0] * grid[1] != len(w):
+        st.info(f"Cannot map the {len(w)} {modality} weights onto an image grid ({grid}).")
+        return
+    heat = w.reshape(grid)
     image = data.image(items[row]) if data else None
-    if image is not None and ti > 0:
-        st.image(overlay(image, heat), caption=f"image attention on the {grid[0]}×{grid[1]} token grid")
-    elif ti > 0:
-        st.caption("No image for this item (masked): the grid alone.")
-    if ti > 0:
-        import plotly.express as px
-        fig = px.imshow(heat, color_continuous_scale="Reds", aspect="equal")   # raw weights, own colour range
-        fig.update_layout(height=260, margin=dict(l=0, r=0, t=20, b=0))
-        widgets.plot(fig, key="att-grid")
-with right:
-    toks = item_text_tokens(tokens, items[row])           # by item index only: never another item's words
-    share = float(heat.sum()) / max(float(heat.sum() + text_w.sum()), 1e-12)
-    st.caption(f"Share of this query's attention on the image: {share:.0%}, on the text: {1 - share:.0%}")
-    if toks:
-        st.html(f'<div style="line-height: 2.0; font-size: 0.95rem">{shaded_tokens_html(toks, text_w)}</div>')
-    elif toks is None:
-        st.info(f"Text tokens unavailable: explain/text_tokens.json has no entry for item {items[row]}, so the "
-                "text weights cannot be put on words.")
+    if image is not None:
+        st.image(overlay(image, heat), caption=f"{modality} attention on the {grid[0]}×{grid[1]} token grid")
     else:
-        st.info("This item has no text tokens (empty text).")
+        st.caption(f"No {modality} for this item (masked), or the run's data is unavailable: the grid alone.")
+    import plotly.express as px
+    fig = px.imshow(heat, color_continuous_scale="Reds", aspect="equal")   # raw weights, own colour range
+    fig.update_layout(height=260, margin=dict(l=0, r=0, t=20, b=0))
+    widgets.plot(fig, key=f"att-grid-{modality}")
+
+
+def draw_tokens(modality: str, w: np.ndarray) -> None:
+    toks = item_labels(labels, modality, items[row])      # by item index only: never another item's tokens
+    if toks:
+        st.html(f'<div style="line-height: 2.0; font-size: 0.95rem">{shaded_tokens_html(toks, w)}</div>')
+    elif toks is None:
+        st.info(f"{modality.capitalize()} tokens unavailable: the run's token labels have no entry for item "
+                f"{items[row]}, so the {modality} weights cannot be put on words.")
+    else:
+        st.info(f"This item has no {modality} tokens.")
+
+
+def draw_bars(modality: str, w: np.ndarray) -> None:
+    import plotly.graph_objects as go
+    toks = item_labels(labels, modality, items[row])
+    real = toks if toks and len(toks) <= len(w) else None
+    x = real if real is not None else [f"token {k}" for k in range(len(w))]
+    if not float(w.sum()) > 0:
+        st.info(f"This item has no {modality} tokens (masked): no weight on them.")
+        return
+    fig = go.Figure(go.Bar(x=list(x), y=w[: len(x)], marker_color="#d9480f",
+                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(height=260, margin=dict(l=0, r=0, t=20, b=0), yaxis_title="weight",
+                      xaxis_title="token")
+    widgets.plot(fig, key=f"att-bars-{modality}")
+
+
+DRAW = {"grid": draw_grid, "tokens": draw_tokens, "bars": draw_bars}
+cols = st.columns(min(len(parts), 3))
+for k, (modality, w) in enumerate(parts.items()):
+    with cols[k % len(cols)]:
+        st.markdown(f"**{modality}** · {float(w.sum()) / total_w:.0%} of the weight")
+        DRAW[view_of(modality)](modality, w)
 
 st.subheader("Ranker: attention over the user's history")
 ra = store.artifact_npz(uri, rid, "explain/ranker_attention.npz")

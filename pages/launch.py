@@ -51,6 +51,10 @@ if base is not None:
             if kind == "choice":
                 options = list(lf.CHOICES[key])
                 values[key] = col.selectbox(name, options, index=options.index(default), help=help_text, key=wkey)
+            elif kind == "multi":
+                chosen = col.multiselect(name, list(lf.CHOICES[key]), default=str(default).split(","),
+                                         help=help_text, key=wkey)
+                values[key] = tuple(chosen)
             elif kind == "int":
                 values[key] = int(col.number_input(name, value=int(default), step=1, help=help_text, key=wkey))
             else:

@@ -12,10 +12,13 @@ from em3.config import ARMS, RANKERS, ConfigError, parse_set
 from em3.errors import EM3Error
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, long_data: bool = False) -> None:
     p.add_argument("--quick", action="store_true", help="shrink everything to run in a few minutes")
-    p.add_argument("--data", choices=("movielens", "synthetic"), default="movielens",
-                   help="movielens (the benchmark; needs $EM3_MOVIELENS_DIR) or the tiny synthetic preset (tests)")
+    p.add_argument("--data", choices=("movielens", "synthetic") + (("long",) if long_data else ()),
+                   default="movielens",
+                   help="movielens (the benchmark; needs $EM3_MOVIELENS_DIR) or the tiny synthetic preset (tests)"
+                   + ("; long: the `long` synthetic preset, users with 1,000+ positives (scratch encoders)"
+                      if long_data else ""))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/RESULTS.md and docs/img")
 
@@ -187,8 +190,9 @@ def quality_main(argv: list[str] | None = None) -> int:
 def efficiency_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m em3 bench efficiency",
                                 description="Step time, samples/s, peak memory and parameters per history "
-                                            "strategy and length L, plus the engineering levers; one run.")
-    _common(p)
+                                            "strategy and length L, plus the engineering levers; one run. "
+                                            "--curve: the cost curve to L = 1,000 instead.")
+    _common(p, long_data=True)
     p.add_argument("--lengths", default=None, help="comma list of history lengths (default 20,50,100,200; "
                                                   "--quick: 5,10)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per config (default 10; --quick: 3)")
@@ -201,6 +205,12 @@ def efficiency_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-json", default="", help="do not measure: log and write a --json-out file from elsewhere")
     p.add_argument("--machine", default="", help="with --from-json: the machine line for the table")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow (a machine without MLflow)")
+    p.add_argument("--curve", action="store_true",
+                   help="the cost curve: only id_only;precomputed;frozen;lora;shared, at L = 50,200,500,1000 "
+                        "(capped at the data's longest history; --quick: 5,10); its own block in docs/RESULTS.md")
+    p.add_argument("--memory-limit-gb", type=float, default=None,
+                   help="address-space cap of each CPU probe, GiB; a config past it is reported as 'does not fit' "
+                        "(default: 75%% of this machine's MemTotal; 0: no cap)")
     return p
 
 
@@ -213,22 +223,35 @@ def efficiency_main(argv: list[str] | None = None) -> int:
             import json
             from pathlib import Path
 
-            from em3.bench.efficiency_table import write_results
-
             result = json.loads(Path(args.from_json).read_text())
             if not args.no_track:
                 efficiency.log_to_mlflow(result)
             if not args.no_write:
-                write_results(result, machine=args.machine or None)
+                efficiency.write_results(result, machine=args.machine or None)
             return 0
+        from em3.bench import efficiency_curve, memory_limit
+
         sets = parse_set(args.set)
-        variants = tuple(efficiency.VARIANTS) if args.variants is None else tuple(
-            v.strip() for v in args.variants.split(";") if v.strip())
+        every = efficiency_curve.CURVE_VARIANTS if args.curve else tuple(efficiency.VARIANTS)
+        variants = every if args.variants is None else tuple(v.strip() for v in args.variants.split(";") if v.strip())
         unknown = [v for v in variants if v not in efficiency.VARIANTS]
         if unknown:
             raise ValueError(f"--variants: unknown {unknown[0]!r}; expected from {'; '.join(efficiency.VARIANTS)}")
-        lengths = tuple(int(v) for v in (args.lengths or ("5,10" if args.quick else "20,50,100,200")).split(",")
-                        if v.strip())
+        asked = tuple(int(v) for v in args.lengths.split(",") if v.strip()) if args.lengths else ()
+        curve = None
+        if args.curve:
+            base = efficiency.base_config(data=args.data, sets=sets, device=args.device)
+            curve = efficiency_curve.curve_spec(base, requested=asked, quick=args.quick)
+            lengths = curve.lengths
+            print(f"cost curve: {len(variants)} strategies x L = {', '.join(map(str, lengths))}; the longest "
+                  f"history in {args.data} is {curve.longest_history:,} positives"
+                  + (f" (so L stops there, not at {max(curve.requested):,})"
+                     if max(curve.requested) > max(lengths) else ""), flush=True)
+        else:
+            lengths = asked or ((5, 10) if args.quick else (20, 50, 100, 200))
+        limit = memory_limit.default_limit_gb() if args.memory_limit_gb is None else args.memory_limit_gb
+        if limit < 0:
+            raise ValueError(f"--memory-limit-gb {limit}: expected >= 0 (0: no cap)")
         command = "python -m em3 bench efficiency " + " ".join(shlex.quote(a) for a in (argv or []))
         efficiency.run_efficiency(data=args.data, quick=args.quick, sets=sets, lengths=lengths,
                                   steps=args.steps or (3 if args.quick else 10),
@@ -237,7 +260,8 @@ def efficiency_main(argv: list[str] | None = None) -> int:
                                   log=lambda s: print(s, flush=True), json_out=args.json_out,
                                   variants=variants, track=not args.no_track,
                                   lever_lengths=None if args.lever_lengths is None else tuple(
-                                      int(v) for v in args.lever_lengths.split(",") if v.strip()))
+                                      int(v) for v in args.lever_lengths.split(",") if v.strip()),
+                                  memory_limit_gb=limit, curve=curve)
     except (EM3Error, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@
 One command measures every config, each in a fresh subprocess (em3.bench.probe) so the CPU peak
 memory is its own; ratios to id_only at the same L come from the same run. The em3 (lora) step's
 FLOPs over its time, against the dense matmul rate measured here, give the model FLOP utilisation.
+Each probe runs under a memory cap (em3.bench.memory_limit); a config that outgrows it is a row that
+"does not fit", and a larger L of the same variant is then not tried.
 """
 from __future__ import annotations
 
@@ -11,14 +13,20 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
+from em3.bench import efficiency_misfit as misfit
 from em3.bench.flops import matmul_flops_per_s
+from em3.bench.memory_limit import address_space_cap, died_of_memory, machine_memory_gb
 from em3.bench.runs import GROUP_TAG, KIND_TAG, config_hash
 from em3.config import Config, flatten, preset, to_dict, with_arm, with_overrides
+
+if TYPE_CHECKING:
+    from em3.bench.efficiency_curve import CurveSpec
 
 # name -> (arm, extra overrides, live backbones)
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
@@ -31,10 +39,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "lora, live backbones": ("em3", {}, True),
 }
 QUICK_SYNTHETIC: dict[str, Any] = {"train.batch_size": 64}
+# --data choice -> preset: movielens (the benchmark), the tiny synthetic preset (tests), long (L to 1,000)
+DATA_PRESETS: dict[str, str] = {"movielens": "movielens", "synthetic": "tiny", "long": "long"}
 
 
 def base_config(*, data: str, sets: Mapping[str, str], device: str) -> Config:
-    cfg = preset("tiny" if data == "synthetic" else "movielens")
+    if data not in DATA_PRESETS:
+        raise ValueError(f"--data {data!r}: expected one of {', '.join(DATA_PRESETS)}")
+    cfg = preset(DATA_PRESETS[data])
     cfg = with_overrides(cfg, {**(QUICK_SYNTHETIC if data == "synthetic" else {}), "train.device": device})
     return with_overrides(cfg, dict(sets))
 
@@ -48,21 +60,31 @@ def group_name(base: Config, lengths: Sequence[int]) -> str:
     return f"bench-efficiency-{config_hash({**flatten(base), '__lengths__': sorted(lengths)})[:10]}"
 
 
-def probe(cfg: Config, *, live: bool, warmup: int, steps: int, timeout_s: float = 1800) -> dict[str, Any]:
-    """Measure one config in a fresh Python process; {'error': ...} when it fails."""
+def probe(cfg: Config, *, live: bool, warmup: int, steps: int, timeout_s: float = 1800,
+          memory_limit_gb: float = 0.0) -> dict[str, Any]:
+    """Measure one config in a fresh Python process; {'error': ...} when it fails, with out_of_memory
+    True when it ran out of memory (under the `memory_limit_gb` address-space cap; 0: none; never on CUDA)."""
     spec = json.dumps({"config": to_dict(cfg), "warmup": warmup, "steps": steps, "live_backbones": live})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
+    cap = memory_limit_gb > 0
     try:
         proc = subprocess.run([sys.executable, "-m", "em3.bench.probe", spec], capture_output=True, text=True,
-                              env=env, timeout=timeout_s)
+                              env=env, timeout=timeout_s,
+                              preexec_fn=address_space_cap(memory_limit_gb) if cap else None)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s:.0f} s"}
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")), None)
-    if proc.returncode != 0 or line is None:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
-    return json.loads(line[len("PROBE "):])
+    if line is not None:             # a measurement, or the probe's own out-of-memory report
+        return json.loads(line[len("PROBE "):])
+    if proc.returncode == -9:        # SIGKILL: past the cap outside Python's reach, or the kernel's OOM killer
+        return {"error": "killed by SIGKILL (the kernel's OOM killer, most likely)", "out_of_memory": True,
+                "phase": "?", "alloc_bytes": None}
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    if cap and died_of_memory(proc.stderr or ""):   # e.g. a shared library's mmap at import, past the cap
+        return {"error": f"out of memory at start-up: {tail[-1] if tail else proc.returncode}",
+                "out_of_memory": True, "phase": "start-up", "alloc_bytes": None}
+    return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -70,7 +92,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ref = {r["length"]: r for r in rows if r["variant"] == "id_only" and "error" not in r}
     for r in rows:
         base = ref.get(r["length"])
-        for key in ("step_ms", "peak_memory_mb", "step_memory_mb", "params_trainable", "params_total"):
+        for key in ("step_ms", "peak_memory_mb", "step_memory_mb", "params_trainable", "params_total", "flops"):
             ok = base is not None and key in r and base.get(key)
             r[f"{key}_x"] = r[key] / base[key] if ok else float("nan")
     return rows
@@ -79,15 +101,20 @@ def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: Sequence[int], steps: int,
                    warmup: int, device: str, write: bool, command: str, log: Callable[[str], None] = print,
                    json_out: str = "", variants: Sequence[str] = tuple(VARIANTS), track: bool = True,
-                   lever_lengths: Sequence[int] | None = None) -> dict:
+                   lever_lengths: Sequence[int] | None = None, memory_limit_gb: float = 0.0,
+                   curve: "CurveSpec | None" = None) -> dict:
     """Measure every variant at every L; log to MLflow (one run per config), write the table; returns the results.
 
     The levers (variants with a comma) are measured only at `lever_lengths` (default: every L). When
     `json_out` already holds rows of the same group and device (an interrupted run), those are kept.
+    Each CPU probe runs under a `memory_limit_gb` address-space cap (0: none); a variant that does not fit
+    at some L is not tried at a larger one. With `curve` the result is the cost curve
+    (em3.bench.efficiency_curve) and is written as its own block.
     """
     base = base_config(data=data, sets=sets, device=device)
     torch_device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
                                 else "cpu")
+    limit = memory_limit_gb if torch_device.type == "cpu" else 0.0      # CUDA: its own OOM error, no cap
     peak = matmul_flops_per_s(torch_device)
     log(f"dense matmul: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['n']}^3 {peak['dtype']}, {torch_device})")
     rows: list[dict[str, Any]] = []
@@ -100,18 +127,28 @@ def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: 
     done = {(r["variant"], r["length"]) for r in rows}
     result = {"group": group, "command": command, "device": str(torch_device),
               "matmul": peak, "steps": steps, "warmup": warmup, "quick": quick, "data": data,
-              "base": to_dict(base), "rows": rows, "finished": ""}
+              "base": to_dict(base), "rows": rows, "finished": "", "memory_limit_gb": limit,
+              "machine_memory_gb": round(machine_memory_gb(), 1) if limit else 0.0,
+              "curve": None if curve is None else asdict(curve)}
+    too_big: dict[str, int] = {}      # variant -> the smallest L that did not fit
     for length in lengths:
         for name in variants:
             if (name, length) in done or ("," in name and lever_lengths is not None and length not in lever_lengths):
                 continue
             cfg, live = variant_config(base, name, length)
             t0 = time.perf_counter()
-            r = probe(cfg, live=live, warmup=warmup, steps=steps)
+            if name in too_big and length > too_big[name]:
+                r = {"error": f"not tried: did not fit at L={too_big[name]}", "out_of_memory": True,
+                     "phase": "not tried", "alloc_bytes": None}
+            else:
+                r = probe(cfg, live=live, warmup=warmup, steps=steps, memory_limit_gb=limit)
             r.update(variant=name, length=length, arm=cfg.model.arm, config_hash=config_hash(cfg),
                      matmul_flops_per_s=peak["flops_per_s"])
             rows.append(r)
-            if "error" in r:
+            if r.get("out_of_memory"):
+                too_big[name] = min(too_big.get(name, length), length)
+                log(f"  L={length:4d} {name:22s} DOES NOT FIT ({limit:g} GiB cap): {misfit.explain(r, rows, base)}")
+            elif "error" in r:
                 log(f"  L={length:4d} {name:22s} FAILED: {r['error']}")
             else:
                 log(f"  L={length:4d} {name:22s} {r['step_ms']:9.1f} ms/step {r['samples_per_s']:8.0f} samples/s "
@@ -124,10 +161,17 @@ def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: 
     if track:
         log_to_mlflow(result)
     if write:
-        from em3.bench.efficiency_table import write_results
-
         write_results(result)
     return result
+
+
+def write_results(result: dict[str, Any], *, machine: str | None = None) -> None:
+    """The result into docs/RESULTS.md: the cost curve's own block, or the efficiency table's."""
+    if result.get("curve") is not None:
+        from em3.bench.efficiency_curve_table import write_results as write
+    else:
+        from em3.bench.efficiency_table import write_results as write
+    write(result, machine=machine)
 
 
 def log_to_mlflow(result: dict[str, Any]) -> list[str]:

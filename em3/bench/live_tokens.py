@@ -1,7 +1,6 @@
 """Item tokens computed by the frozen backbones on every call: the "no feature cache" side of the efficiency lever.
 
-A drop-in for em3.models.content.ItemTokenStore (same forward: items -> image, image_mask,
-text, text_mask), so `model.content.store = LiveTokenStore(...)` makes every training step run
+A drop-in for em3.models.content.ItemTokenStore (same forward: items -> {modality: (tokens, mask)}), so `model.content.store = LiveTokenStore(...)` makes every training step run
 MobileNetV2 and the text encoder on the step's (unique, with dedup) items. The images are decoded,
 resized and normalised once up front (pixels kept as float16): what is measured is the backbones,
 not JPEG decoding.
@@ -50,17 +49,15 @@ class LiveTokenStore(nn.Module):
         (gh, gw), self._image_dim = self.image_enc.grid_and_dim(size)
         self.num_image_tokens = gh * gw
 
-    @property
-    def image_dim(self) -> int:
-        return int(self._image_dim)
+    names = ("image", "text")   # the two modalities this lever measures live (the bench's base config)
 
     @property
-    def text_dim(self) -> int:
-        return int(self.text_enc.dim)
+    def dims(self) -> dict[str, int]:
+        return {"image": int(self._image_dim), "text": int(self.text_enc.dim)}
 
     @torch.no_grad()
-    def forward(self, items: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """items (N,) -> image (N, Ti, Ci), image_mask (N, Ti), text (N, Tt, Ct), text_mask (N, Tt)."""
+    def forward(self, items: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """items (N,) -> {"image": (N, Ti, Ci), (N, Ti); "text": (N, Tt, Ct), (N, Tt)}, as ItemTokenStore."""
         self.image_model.eval()   # BatchNorm holds folded statistics: never train mode
         self.text_model.eval()
         fmap = self.image_model(pixel_values=self.pixels[items].float()).last_hidden_state   # (N, Ci, H', W')
@@ -70,4 +67,4 @@ class LiveTokenStore(nn.Module):
         ids, mask = self.input_ids[items], self.attention_mask[items]                        # (N, Tt)
         text = self.text_model(input_ids=ids, attention_mask=mask).last_hidden_state          # (N, Tt, Ct)
         text = text.float() * mask[..., None]
-        return image.float(), image_mask, text, mask.bool()
+        return {"image": (image.float(), image_mask), "text": (text, mask.bool())}

@@ -3,7 +3,9 @@
 Run as `python -m em3.bench.probe '<json spec>'`; prints one JSON line. A fresh process per
 config makes the CPU peak-memory reading honest: ru_maxrss only ever grows, so the step's peak
 is `maxrss after the steps - RSS before the first step`, in a process that measured nothing else.
-On CUDA the allocator's peak (max_memory_allocated) is read instead.
+On CUDA the allocator's peak (max_memory_allocated) is read instead. A config that runs out of
+memory (under the bench's address-space cap, em3.bench.memory_limit) prints an error line instead,
+naming the phase it failed in and the allocation's size.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 
 from em3.config import from_dict
 from em3.bench.flops import count_flops
+from em3.bench.memory_limit import allocation_bytes, is_out_of_memory
 
 
 def _rss_mb() -> float:
@@ -31,8 +34,21 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
 
 
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """spec: config (to_dict), warmup, steps, live_backbones (bool). Returns the measurements."""
+def _tokens_per_item(tokens: Any) -> int:
+    """Cached tokens per item over every fused modality (0 without content)."""
+    if tokens is None:
+        return 0
+    return int(sum(m.tokens.shape[1] for m in tokens.modalities.values()))
+
+
+def measure(spec: dict[str, Any], *, progress: dict[str, str] | None = None) -> dict[str, Any]:
+    """spec: config (to_dict), warmup, steps, live_backbones (bool). Returns the measurements.
+
+    `progress["phase"]` names the phase running (data, model, warm-up, timed steps, FLOP count), so a
+    caller that catches an error can say where it struck.
+    """
+    progress = {} if progress is None else progress
+    progress["phase"] = "data"
     from em3.data.prepare import prepare
     from em3.models.em3 import build_model
     from em3.training.batches import epoch_permutation, to_batch
@@ -47,6 +63,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     data = prepare(cfg)
     raw, samples = data.raw, data.samples
     torch.manual_seed(cfg.train.seed)
+    progress["phase"] = "model"
     model = build_model(cfg, samples=samples, tokens=data.tokens)
     if spec.get("live_backbones"):
         from em3.bench.live_tokens import LiveTokenStore
@@ -79,6 +96,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             torch.cuda.synchronize(device)
 
     # step 1: warm-up (allocator, autotuning, lazy init), then the memory baseline
+    progress["phase"] = "warm-up steps"
     for rows in batches[:spec["warmup"]]:
         step(rows)
     sync()
@@ -88,6 +106,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         alloc_before = torch.cuda.memory_allocated(device) / 2**20
     # step 2: timed steps (median)
     times = []
+    progress["phase"] = "timed steps"
     for rows in batches[spec["warmup"]:n_steps]:
         sync()
         t0 = time.perf_counter()
@@ -102,21 +121,36 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         peak = _maxrss_mb()
         out.update(peak_memory_mb=peak, step_memory_mb=max(peak - rss_before, 0.0), memory_kind="cpu_maxrss")
     # step 3: FLOPs of one forward+backward on a fresh batch (no optimiser update: weights unchanged)
+    progress["phase"] = "FLOP count"
     flops = count_flops(lambda: step(batches[n_steps], update=False))
     hist = torch.as_tensor(samples.history[batches[0]])
     unique = int(torch.unique(torch.cat([torch.as_tensor(samples.item[batches[0]]), hist.flatten()])).numel())
     median = statistics.median(times)
+    fill = samples.history_len[np.concatenate(batches[:n_steps])]
     out.update(step_ms=median * 1000, step_ms_all=[t * 1000 for t in times], samples_per_s=bs / median,
                flops=flops, achieved_flops_per_s=flops / median, params_trainable=n_train, params_total=n_total,
                history_params_trainable=model.history_trainable_parameters(), batch_size=bs,
-               unique_items_per_batch=unique, device=str(device), threads=torch.get_num_threads())
+               unique_items_per_batch=unique, device=str(device), threads=torch.get_num_threads(),
+               num_samples=len(samples.label), history_fill=float(fill.mean()) / cfg.data.max_history,
+               tokens_per_item=_tokens_per_item(data.tokens))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(argv[0])
-    print("PROBE " + json.dumps(measure(spec)), flush=True)
+    progress: dict[str, str] = {}
+    try:
+        out = measure(spec, progress=progress)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        msg = " ".join(str(exc).split())[-300:] or type(exc).__name__
+        print("PROBE " + json.dumps({"error": f"out of memory in {progress.get('phase', '?')}: {msg}",
+                                     "out_of_memory": True, "phase": progress.get("phase", "?"),
+                                     "alloc_bytes": allocation_bytes(msg)}), flush=True)
+        return 3
+    print("PROBE " + json.dumps(out), flush=True)
     return 0
 
 

@@ -42,10 +42,11 @@ def _build_cache(raw: Any, samples: Any, cfg: Config) -> str:
     from em3.data.cache import build_item_tokens   # lazy: pulls in torch and transformers
 
     t0 = time.perf_counter()
-    tokens = build_item_tokens(raw, samples, cfg.encoder)
+    tokens = build_item_tokens(raw, samples, cfg.encoder, modalities=cfg.model.fusion.modalities)
     seconds = time.perf_counter() - t0
-    return (f"feature cache  image {tuple(tokens.image.shape)} grid {tokens.image_grid}, "
-            f"text {tuple(tokens.text.shape)}, {tokens.missing_images} masked images, {seconds:.1f} s")
+    parts = [f"{m} {tuple(t.tokens.shape)}" + (f" grid {t.grid}" if t.grid else "") + (f", {t.missing} masked"
+             if t.missing else "") for m, t in tokens.modalities.items()]
+    return f"feature cache  {'; '.join(parts)}; {seconds:.1f} s"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,13 @@
-"""The feature cache: frozen encoder tokens of every item, computed once per input and memory-mapped.
+"""The feature cache: every item's frozen tokens of each modality, computed once per input and memory-mapped.
 
-Shape letters: I items (rows I+1, row 0 = padding), Ti image tokens (H'*W'), Ci image channels,
-Tt text tokens (max_text_len), Ct text hidden size.
+Shape letters: I items (rows I+1, row 0 = padding), T tokens and C width of a modality (Ti/Ci image,
+Tt/Ct text).
 
-Layout: `<cache_dir>/<dataset>-<key>/` holding image.npy, image_mask.npy, text.npy, text_mask.npy,
-text_tokens.json and manifest.json (sizes, shapes, sha256 and the key's inputs). The key hashes
-everything the tokens depend on, so a changed input lands in a new directory; a directory that
-fails its manifest check is rebuilt, with a warning naming it.
+Layout: one directory per modality, `<cache_dir>/<dataset>-<modality>-<key>/`, holding tokens.npy,
+mask.npy, labels.json and manifest.json (sizes, shapes, sha256 and the key's inputs). The key hashes
+everything the tokens depend on (the dataset, the item order and the modality's own inputs, see
+em3/modalities/), so a changed input lands in a new directory and adding a modality rebuilds no other;
+a directory that fails its manifest check is rebuilt, with a warning naming it.
 """
 from __future__ import annotations
 
@@ -18,60 +19,90 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
 
+from em3 import modalities as registry
 from em3.config import EncoderConfig
 from em3.data.atomic import clean_stale_temps, discard, new_temp_dir, publish, verify_manifest, write_manifest
 from em3.data.schema import ITEM_COLUMNS, RawDataset, SampleSet
 from em3.errors import CacheError
+from em3.modalities.base import ModalityTokens
+from em3.modalities.image import read_image, resolve_image_size   # noqa: F401  (re-exported: live_tokens, tests)
+from em3.modalities.text import item_texts                        # noqa: F401
 from em3.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2          # bump when the layout or the token recipe changes
+CACHE_FORMAT = 3          # bump when the layout or the token recipe changes (3: one directory per modality)
 BATCH_SIZE = 64
-FALLBACK_IMAGE_SIZE = (224, 224)
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True)
 class ItemTokens:
-    image: np.ndarray        # (I+1, Ti, Ci) float16, memory-mapped; row 0 = padding (zeros)
-    image_mask: np.ndarray   # (I+1, Ti) bool, True = real token; all False = no image
-    text: np.ndarray         # (I+1, Tt, Ct) float16, memory-mapped
-    text_mask: np.ndarray    # (I+1, Tt) bool
-    image_grid: tuple[int, int]          # (H', W') of the image tokens, Ti = H'*W'
-    text_tokens: list[list[str]]         # per item index, the text tokens (for attention plots)
-    missing_images: int                  # masked (missing or unreadable) images
-    path: Path | None = None             # the cache directory the arrays are mapped from
+    """The cached tokens of the modalities a run fuses, by name, in registry order."""
 
+    modalities: dict[str, ModalityTokens]
+    paths: dict[str, Path] | None = None            # each modality's cache directory
 
-def read_image(raw: RawDataset, item_id: int) -> Image.Image | None:
-    """The item's RGB image, or None when missing or unreadable (logged; the item gets a masked row)."""
-    try:
-        img = raw.load_image(int(item_id))
-        return None if img is None else img.convert("RGB")   # convert() decodes: truncated files fail here
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        log.warning("%s: image of item_id %s is unreadable (%s); masked", raw.name, item_id, exc)
-        return None
+    def __getitem__(self, name: str) -> ModalityTokens:
+        if name not in self.modalities:
+            raise CacheError(f"ItemTokens: no {name!r} tokens (built for {', '.join(self.modalities) or 'none'})")
+        return self.modalities[name]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.modalities)
 
-def resolve_image_size(raw: RawDataset, samples: SampleSet, enc: EncoderConfig) -> tuple[int, int]:
-    """(H, W) every image is resized to: the config's, else the source's native size, else the first image's."""
-    if enc.image_height > 0:
-        return enc.image_height, enc.image_width
-    if raw.image_size[0] > 0 and raw.image_size[1] > 0:
-        return int(raw.image_size[0]), int(raw.image_size[1])
-    for item_id in samples.item_ids:  # sizes vary: the first readable image sets the common size
-        img = read_image(raw, item_id)
-        if img is not None:
-            return img.height, img.width
-    return FALLBACK_IMAGE_SIZE  # no image at all: only shapes the all-masked rows
+    @property
+    def num_rows(self) -> int:
+        return next(iter(self.modalities.values())).tokens.shape[0]
+
+    # The two original modalities' arrays, as the top-K code and older callers read them.
+    @property
+    def image(self) -> np.ndarray:
+        return self["image"].tokens
+
+    @property
+    def image_mask(self) -> np.ndarray:
+        return self["image"].mask
+
+    @property
+    def text(self) -> np.ndarray:
+        return self["text"].tokens
+
+    @property
+    def text_mask(self) -> np.ndarray:
+        return self["text"].mask
+
+    @property
+    def image_grid(self) -> tuple[int, int]:
+        return self["image"].grid
+
+    @property
+    def text_tokens(self) -> list[list[str]]:
+        return self["text"].labels
+
+    @property
+    def missing_images(self) -> int:
+        return self["image"].missing
+
+    @staticmethod
+    def of(**arrays: Any) -> "ItemTokens":
+        """Tokens from in-memory arrays (tests, tools): `<name>=` and `<name>_mask=` per modality, and optional
+        `<name>_labels=`, `<name>_grid=`; e.g. ItemTokens.of(image=..., image_mask=..., image_grid=(2, 2))."""
+        names = registry.ordered([k for k in arrays if k in registry.NAMES])
+        out = {}
+        for m in names:
+            tokens = arrays[m]
+            labels = arrays.get(f"{m}_labels") or [[] for _ in range(tokens.shape[0])]
+            out[m] = ModalityTokens(tokens=tokens, mask=np.asarray(arrays[f"{m}_mask"], dtype=bool), labels=labels,
+                                    grid=arrays.get(f"{m}_grid"), missing=int(arrays.get(f"{m}_missing", 0)))
+        return ItemTokens(out)
 
 
 def dataset_fingerprint(raw: RawDataset) -> str:
@@ -83,44 +114,69 @@ def dataset_fingerprint(raw: RawDataset) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(raw.items[cols].astype(str), index=False).values.tobytes()).hexdigest()
 
 
-def cache_key(raw: RawDataset, samples: SampleSet, enc: EncoderConfig, *,
-              image_size: tuple[int, int]) -> tuple[str, dict[str, Any]]:
-    """(directory name, the JSON inputs it hashes): everything the cached tokens depend on."""
-    from em3.models.encoders import image_encoder_identity, text_encoder_identity
-
+def cache_key(raw: RawDataset, samples: SampleSet, enc: EncoderConfig, modality: str) -> tuple[str, dict[str, Any]]:
+    """(directory name, the JSON inputs it hashes): everything one modality's cached tokens depend on."""
     inputs = {
         "format": CACHE_FORMAT,
+        "modality": modality,
         "dataset": raw.name,
         "fingerprint": dataset_fingerprint(raw),
         "item_ids": hashlib.sha256(np.ascontiguousarray(samples.item_ids, dtype=np.int64).tobytes()).hexdigest(),
-        "image_encoder": image_encoder_identity(enc.image_encoder),
-        "text_encoder": text_encoder_identity(enc.text_encoder),
-        "text_layers": enc.text_layers,
-        "image_size": list(image_size),
-        "max_text_len": enc.max_text_len,
+        **registry.get(modality).key_inputs(raw, samples, enc),
     }
     inputs = json.loads(json.dumps(inputs, sort_keys=True))
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", raw.name)[:40].strip("._") or "dataset"
-    return f"{slug}-{digest}", inputs
+    return f"{slug}-{modality}-{digest}", inputs
 
 
-def build_item_tokens(raw: RawDataset, samples: SampleSet, enc: EncoderConfig, *, progress: bool = True,
+def check_available(raw: RawDataset, names: Sequence[str]) -> None:
+    """Refuse, by name, a modality the source has no input for (e.g. audio on MovieLens)."""
+    for m in names:
+        if not registry.get(m).available(raw):
+            raise CacheError(f"model.fusion.modalities: {raw.name} has no {m!r} input "
+                             f"({registry.get(m).describe}); drop {m!r} or use a source that has it")
+
+
+def build_item_tokens(raw: RawDataset, samples: SampleSet, enc: EncoderConfig, *,
+                      modalities: Sequence[str] = registry.DEFAULT, progress: bool = True,
                       on_batch: Callable[[int, int], None] | None = None) -> ItemTokens:
-    """Every item's frozen image and text tokens, from the cache or computed (and cached) now.
+    """Every item's frozen tokens of each of `modalities`, from the cache or computed (and cached) now.
 
-    `on_batch(done, total)` is called after each encoded batch (for a UI progress bar).
+    `on_batch(done, total)` is called after each encoded batch (for a UI progress bar); done/total count
+    item encodings over the modalities still to build.
     """
+    names = registry.ordered(modalities)
+    unknown = [m for m in modalities if m not in registry.NAMES]
+    if unknown or not names:
+        raise CacheError(f"build_item_tokens: modalities {list(modalities)}; expected some of {', '.join(registry.NAMES)}")
+    check_available(raw, names)
     root = cache_dir(enc.cache_dir)
-    size = resolve_image_size(raw, samples, enc)
-    key, inputs = cache_key(raw, samples, enc, image_size=size)
-    final = root / key
     try:
         root.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(root)
     except OSError as exc:
         raise CacheError(f"{root}: cannot create the feature cache directory ({exc}); set encoder.cache_dir "
                          "or $EM3_CACHE_DIR to a writable place") from exc
+    keys = {m: cache_key(raw, samples, enc, m) for m in names}
+    todo = [m for m in names if not (root / keys[m][0]).exists()]
+    total, done = len(todo) * samples.num_items, [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        if on_batch is not None:
+            on_batch(done[0], total)
+
+    out, paths = {}, {}
+    for m in names:
+        key, inputs = keys[m]
+        out[m] = _build_one(root / key, inputs, raw, samples, enc, m, progress=progress, step=step)
+        paths[m] = root / key
+    return ItemTokens(out, paths)
+
+
+def _build_one(final: Path, inputs: dict[str, Any], raw: RawDataset, samples: SampleSet, enc: EncoderConfig,
+               modality: str, *, progress: bool, step: Callable[[int], None]) -> ModalityTokens:
     start = time.perf_counter()
     if final.exists():
         try:
@@ -136,9 +192,9 @@ def build_item_tokens(raw: RawDataset, samples: SampleSet, enc: EncoderConfig, *
     try:
         tmp = new_temp_dir(final)
     except OSError as exc:
-        raise CacheError(f"{root}: cannot write the feature cache ({exc})") from exc
+        raise CacheError(f"{final.parent}: cannot write the feature cache ({exc})") from exc
     try:
-        _write(tmp, raw, samples, enc, size=size, inputs=inputs, progress=progress, on_batch=on_batch)
+        _write(tmp, raw, samples, enc, modality, inputs=inputs, progress=progress, step=step)
         if not publish(tmp, final):
             log.info("feature cache %s was built concurrently by another process; using theirs", final)
     except BaseException:
@@ -149,81 +205,49 @@ def build_item_tokens(raw: RawDataset, samples: SampleSet, enc: EncoderConfig, *
     return tokens
 
 
-def _load(path: Path, inputs: dict[str, Any], *, num_items: int) -> ItemTokens:
+def _load(path: Path, inputs: dict[str, Any], *, num_items: int) -> ModalityTokens:
     meta = verify_manifest(path)
     if meta.get("inputs") != inputs:
         raise CacheError(f"{path / 'manifest.json'}: built for other inputs than its key says")
     try:
-        image = np.load(path / "image.npy", mmap_mode="r")
-        text = np.load(path / "text.npy", mmap_mode="r")
-        image_mask = np.load(path / "image_mask.npy")
-        text_mask = np.load(path / "text_mask.npy")
-        words = json.loads((path / "text_tokens.json").read_text())
+        tokens = np.load(path / "tokens.npy", mmap_mode="r")
+        mask = np.load(path / "mask.npy")
+        labels = json.loads((path / "labels.json").read_text())
     except (OSError, ValueError) as exc:
         raise CacheError(f"{path}: unreadable cache file ({exc})") from exc
-    if not (image.shape[0] == text.shape[0] == len(words) == num_items + 1):
-        raise CacheError(f"{path}: {image.shape[0]} rows, expected {num_items + 1} (items + padding)")
-    return ItemTokens(image=image, image_mask=image_mask, text=text, text_mask=text_mask,
-                      image_grid=tuple(meta["image_grid"]), text_tokens=words,
-                      missing_images=int(meta["missing_images"]), path=path)
+    if not (tokens.shape[0] == mask.shape[0] == len(labels) == num_items + 1):
+        raise CacheError(f"{path}: {tokens.shape[0]} rows, expected {num_items + 1} (items + padding)")
+    grid = meta.get("grid")
+    return ModalityTokens(tokens=tokens, mask=mask, labels=labels, grid=tuple(grid) if grid else None,
+                          missing=int(meta["missing"]))
 
 
-def item_texts(raw: RawDataset, item_ids: np.ndarray) -> list[str]:
-    """The text each item's tokens come from (title + description), in `item_ids` order."""
-    from em3.models.encoders import item_text
-
-    items = raw.items.drop_duplicates("item_id").set_index("item_id")
-    missing = item_ids[~np.isin(item_ids, items.index.to_numpy())]
-    if len(missing):
-        raise CacheError(f"{raw.name}: item_ids {missing[:5].tolist()} of the sample set are not in the item table")
-    rows = items.loc[item_ids]
-    return [item_text(t, d) for t, d in zip(rows["title"], rows["text"])]
-
-
-def _write(tmp: Path, raw: RawDataset, samples: SampleSet, enc: EncoderConfig, *, size: tuple[int, int],
-           inputs: dict[str, Any], progress: bool, on_batch: Callable[[int, int], None] | None) -> None:
-    from em3.models.encoders import load_image_encoder, load_text_encoder
-
+def _write(tmp: Path, raw: RawDataset, samples: SampleSet, enc: EncoderConfig, modality: str, *,
+           inputs: dict[str, Any], progress: bool, step: Callable[[int], None]) -> None:
     item_ids = np.asarray(samples.item_ids)
     n_items = len(item_ids)
-    texts = item_texts(raw, item_ids)
-    image_enc = load_image_encoder(enc.image_encoder)
-    text_enc = load_text_encoder(enc.text_encoder, enc.text_layers, corpus=texts)
-    grid, ci = image_enc.grid_and_dim(size)
-    ti, tt, ct = grid[0] * grid[1], enc.max_text_len, text_enc.dim
-
-    fmt = np.lib.format
-    image = fmt.open_memmap(tmp / "image.npy", mode="w+", dtype=np.float16, shape=(n_items + 1, ti, ci))
-    text = fmt.open_memmap(tmp / "text.npy", mode="w+", dtype=np.float16, shape=(n_items + 1, tt, ct))
-    image_mask = np.zeros((n_items + 1, ti), dtype=bool)
-    text_mask = np.zeros((n_items + 1, tt), dtype=bool)
-    image[0], text[0] = 0, 0                       # row 0 = padding
-    words: list[list[str]] = [[]]
-    missing = 0
-    bar = tqdm(total=n_items, desc=f"Encoding {raw.name} items", unit="item", disable=not progress)
+    encoder = registry.get(modality).open(raw, samples, enc)
+    t, c = encoder.shape
+    tokens = np.lib.format.open_memmap(tmp / "tokens.npy", mode="w+", dtype=np.float16, shape=(n_items + 1, t, c))
+    mask = np.zeros((n_items + 1, t), dtype=bool)
+    tokens[0] = 0                                   # row 0 = padding
+    labels: list[list[str]] = [[]]
+    bar = tqdm(total=n_items, desc=f"Encoding {raw.name} items ({modality})", unit="item", disable=not progress)
     for lo in range(0, n_items, BATCH_SIZE):
         hi = min(lo + BATCH_SIZE, n_items)
-        images = [read_image(raw, i) for i in item_ids[lo:hi]]
-        missing += sum(im is None for im in images)
-        tok, mask = image_enc.encode(images, size=size)                       # (n, Ti, Ci), (n, Ti)
-        image[lo + 1:hi + 1] = np.clip(tok.numpy(), -FLOAT16_MAX, FLOAT16_MAX)
-        image_mask[lo + 1:hi + 1] = mask.numpy()
-        states, tmask, batch_words = text_enc.encode(texts[lo:hi], max_len=tt)  # (n, Tt, Ct), (n, Tt)
-        text[lo + 1:hi + 1] = np.clip(states.numpy(), -FLOAT16_MAX, FLOAT16_MAX)
-        text_mask[lo + 1:hi + 1] = tmask.numpy()
-        words.extend(batch_words)
+        batch = encoder.encode(item_ids[lo:hi])                                   # (n, T, C), (n, T)
+        tokens[lo + 1:hi + 1] = np.clip(batch.tokens, -FLOAT16_MAX, FLOAT16_MAX)
+        mask[lo + 1:hi + 1] = batch.mask
+        labels.extend(batch.labels)
         bar.update(hi - lo)
-        if on_batch is not None:
-            on_batch(hi, n_items)
+        step(hi - lo)
     bar.close()
-    image.flush()
-    text.flush()
-    del image, text
-    np.save(tmp / "image_mask.npy", image_mask)
-    np.save(tmp / "text_mask.npy", text_mask)
-    (tmp / "text_tokens.json").write_text(json.dumps(words))
+    tokens.flush()
+    del tokens
+    missing = int((~mask[1:].any(axis=1)).sum())
+    np.save(tmp / "mask.npy", mask)
+    (tmp / "labels.json").write_text(json.dumps(labels))
     if missing:
-        log.warning("%s: %d of %d items have no readable image (masked)", raw.name, missing, n_items)
-    write_manifest(tmp, meta={"inputs": inputs, "image_grid": list(grid), "missing_images": missing,
-                              "num_items": n_items, "image_encoder": image_enc.source,
-                              "text_encoder": text_enc.source})
+        log.warning("%s: %d of %d items have no readable %s (masked)", raw.name, missing, n_items, modality)
+    write_manifest(tmp, meta={"inputs": inputs, "grid": list(encoder.grid) if encoder.grid else None,
+                              "missing": missing, "num_items": n_items, "encoder": encoder.source})

@@ -1,7 +1,8 @@
 """MovieLens-100K with TMDB posters and plots, read from the `../shared/data/movielens-100k` layout.
 
 Layout: `ml-100k/u.data` (user, item, rating, unix time; tab-separated), `ml-100k/u.user`
-(user|age|gender|occupation|zip), `items.csv` (movie_id, title, 19 genre flags, overview, ...;
+(user|age|gender|occupation|zip), `items.csv` (movie_id, title, 19 genre flags, overview, year,
+original_language, runtime, vote_average, vote_count — the tabular modality's fields;
 55 movie_ids appear twice: the FIRST row per id is kept) and `posters/<movie_id>.jpg`
 (19 movies have none: a masked image, counted, not an error).
 """
@@ -25,6 +26,9 @@ GENRES = ("genre_unknown", "Action", "Adventure", "Animation", "Children", "Come
           "Documentary", "Drama", "Fantasy", "FilmNoir", "Horror", "Musical", "Mystery", "Romance",
           "SciFi", "Thriller", "War", "Western")
 POSTER_SIZE = (138, 92)   # (H, W) of the TMDB posters
+# items.csv metadata the tabular modality reads (TMDB's: vote_count is a popularity signal collected later)
+NUMERIC_FIELDS = ("year", "runtime", "vote_count", "vote_average")
+CATEGORICAL_FIELDS = ("original_language",)
 # FuxiCTR's DIN baseline fields; zip (~800 values, most users alone in theirs) stays in the table, unused.
 USER_FEATURES = ("age", "gender", "occupation")
 
@@ -66,8 +70,12 @@ def _items(path: Path, posters: Path) -> pd.DataFrame:
     for g in GENRES:
         items[g] = flags[g].astype(np.int8)
     items["genre"] = [GENRES[k].removeprefix("genre_") for k in first]   # primary genre, for plot colours
-    if "year" in df.columns:
-        items["year"] = pd.to_numeric(df["year"], errors="coerce").to_numpy(dtype=np.float64)
+    for c in NUMERIC_FIELDS:
+        if c in df.columns:
+            items[c] = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+    for c in CATEGORICAL_FIELDS:
+        if c in df.columns:
+            items[c] = pd.Series([v if isinstance(v, str) and v else None for v in df[c]], dtype=object).to_numpy()
     return items
 
 
@@ -100,4 +108,5 @@ def load_movielens(data_dir: str | Path) -> RawDataset:
         load_image=FolderImages(dict(zip(items["item_id"].tolist(), items["image_path"].tolist()))),
         fingerprint=_fingerprint(files, posters), image_size=POSTER_SIZE,
         user_feature_columns=USER_FEATURES if users is not None else (),
+        item_fields=tuple(c for c in (*NUMERIC_FIELDS, *CATEGORICAL_FIELDS) if c in items.columns),
     )

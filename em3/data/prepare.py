@@ -25,5 +25,6 @@ def prepare(cfg: Config, *, progress: bool = False) -> Prepared:
     """Load cfg.data, build its samples and, if cfg.model.use_content, its item tokens (from the feature cache)."""
     raw = load_dataset(cfg.data)
     samples = build_samples(raw, cfg.data)
-    tokens = build_item_tokens(raw, samples, cfg.encoder, progress=progress) if cfg.model.use_content else None
+    tokens = build_item_tokens(raw, samples, cfg.encoder, modalities=cfg.model.fusion.modalities,
+                               progress=progress) if cfg.model.use_content else None
     return Prepared(raw=raw, samples=samples, tokens=tokens)

@@ -1,5 +1,6 @@
 """The built-in synthetic dataset: a seeded catalogue whose items carry latent attributes, some visible
-only in the image and some only in the text, and users who click by a logistic model of their tastes.
+only in the image and some only in the text (the `audio` preset: some only in a sound), and users who
+click by a logistic model of their tastes.
 
     logit(u, i) = bias + sum_a weight_a * taste[u, a, value_a(i)] + pop_weight * popularity(i) + noise
     label ~ Bernoulli(sigmoid(logit))
@@ -19,14 +20,17 @@ import pandas as pd
 from PIL import Image
 
 from em3.data.schema import RawDataset
+from em3.data.synthetic_audio import AUDIO_ATTRIBUTES, AUDIO_VERSION, SyntheticAudio, draw_audio_nuisance
 from em3.data.synthetic_render import IMAGE_ATTRIBUTES, IMAGE_SIZE, TEXT_ATTRIBUTES, draw_item, item_text
 from em3.errors import DataError
 
 GENERATOR_VERSION = "synthetic/2"
 ATTRIBUTES = {**IMAGE_ATTRIBUTES, **TEXT_ATTRIBUTES}
-MODALITY = {**{a: "image" for a in IMAGE_ATTRIBUTES}, **{a: "text" for a in TEXT_ATTRIBUTES}}
-# Per-attribute strength: the image and the text side carry about the same signal.
-WEIGHTS = {"shape": 0.9, "colour": 0.9, "pattern": 0.7, "genre": 1.1, "mood": 0.9}
+MODALITY = {**{a: "image" for a in IMAGE_ATTRIBUTES}, **{a: "text" for a in TEXT_ATTRIBUTES},
+            **{a: "audio" for a in AUDIO_ATTRIBUTES}}
+# Per-attribute strength: the image, the text and (audio preset) the audio side carry about the same signal.
+WEIGHTS = {"shape": 0.9, "colour": 0.9, "pattern": 0.7, "genre": 1.1, "mood": 0.9, "pitch": 1.0, "rhythm": 0.8}
+AUDIO_PRESETS = ("audio",)   # presets whose items also carry AUDIO_ATTRIBUTES and a sound
 
 
 @dataclass(frozen=True)
@@ -92,15 +96,22 @@ def _impressions(rng: np.random.Generator, size: Size, popularity: np.ndarray) -
 
 
 def generate(preset: str, seed: int = 0) -> RawDataset:
-    """A synthetic dataset of the named size (`tiny`, `demo`); the same (preset, seed) gives the same data."""
+    """A synthetic dataset of the named preset (a key of SIZES); the same (preset, seed) gives the same data."""
     if preset not in SIZES:
         raise DataError(f"synthetic preset {preset!r} is unknown; expected one of {', '.join(SIZES)}")
     size = SIZES[preset]
     rng = np.random.default_rng([int(seed), list(SIZES).index(preset)])
-    names = list(ATTRIBUTES)
+    audio = preset in AUDIO_PRESETS
+    heard = list(AUDIO_ATTRIBUTES) if audio else []
+    # Everything audio comes from its own stream: the image/text draws, impressions and every other
+    # preset stay exactly as without it (only the audio preset's labels also depend on the sound).
+    arng = np.random.default_rng([int(seed), list(SIZES).index(preset), 2])
+    attributes = {**ATTRIBUTES, **AUDIO_ATTRIBUTES} if audio else ATTRIBUTES
+    names = list(ATTRIBUTES) + heard
 
     # step 1: items - latent attribute codes, popularity, picture nuisance (mild: synthetic/2), words
-    codes = np.stack([rng.integers(len(ATTRIBUTES[a]), size=size.items) for a in names], axis=1)  # (I, A)
+    codes = np.stack([rng.integers(len(ATTRIBUTES[a]), size=size.items) for a in ATTRIBUTES]
+                     + [arng.integers(len(AUDIO_ATTRIBUTES[a]), size=size.items) for a in heard], axis=1)  # (I, A)
     popularity = rng.normal(0.0, 1.0, size=size.items)
     nuisance = {
         "background": rng.integers(215, 256, size=(size.items, 3)),
@@ -111,7 +122,8 @@ def generate(preset: str, seed: int = 0) -> RawDataset:
         "phase": rng.integers(0, 8, size=size.items),
     }
     item_ids = np.arange(1, size.items + 1, dtype=np.int64)
-    values = {a: np.asarray(ATTRIBUTES[a], dtype=object)[codes[:, j]] for j, a in enumerate(names)}
+    sound = draw_audio_nuisance(arng, size.items) if audio else {}
+    values = {a: np.asarray(attributes[a], dtype=object)[codes[:, j]] for j, a in enumerate(names)}
     texts = [item_text(values["genre"][k], values["mood"][k], rng=rng) for k in range(size.items)]
     items = pd.DataFrame({"item_id": item_ids, "title": [t for t, _ in texts], "text": [x for _, x in texts]})
     items["image_path"] = pd.Series([f"synthetic:{i}" for i in item_ids], dtype=object)  # rendered in memory
@@ -119,17 +131,19 @@ def generate(preset: str, seed: int = 0) -> RawDataset:
         items[a] = values[a]
 
     # step 2: users - a segment each, tastes = shared appeal + segment prototype + individual deviation
-    vmax = max(len(v) for v in ATTRIBUTES.values())
-    valid = np.array([[v < len(ATTRIBUTES[a]) for v in range(vmax)] for a in names])          # (A, V)
-    prototypes = rng.normal(0.0, 1.0, size=(SEGMENTS, len(names), vmax))
+    vmax = max(len(v) for v in attributes.values())
+    valid = np.array([[v < len(attributes[a]) for v in range(vmax)] for a in names])          # (A, V)
+    prototypes = np.concatenate([rng.normal(0.0, 1.0, size=(SEGMENTS, len(ATTRIBUTES), vmax)),
+                                 arng.normal(0.0, 1.0, size=(SEGMENTS, len(heard), vmax))], axis=1)
     segment = rng.integers(SEGMENTS, size=size.users)
-    deviation = INDIVIDUAL * rng.normal(size=(size.users, len(names), vmax))
+    deviation = INDIVIDUAL * np.concatenate([rng.normal(size=(size.users, len(ATTRIBUTES), vmax)),
+                                             arng.normal(size=(size.users, len(heard), vmax))], axis=1)
     # Shared appeal: drawn from its own stream (so impressions do not move with SHARED) and standardised
     # over each attribute's values, so WEIGHTS alone set how much each attribute, and modality, matters.
     draw = np.random.default_rng([int(seed), list(SIZES).index(preset), 1]).normal(size=(len(names), vmax))
     shared = np.zeros((len(names), vmax))                                                       # (A, V)
     for j, a in enumerate(names):
-        z = draw[j, : len(ATTRIBUTES[a])]
+        z = draw[j, : len(attributes[a])]
         shared[j, : len(z)] = SHARED * (z - z.mean()) / z.std()
     tastes = (shared[None] + prototypes[segment] + deviation) * valid                          # (U, A, V)
 
@@ -155,12 +169,14 @@ def generate(preset: str, seed: int = 0) -> RawDataset:
     truth = {
         "item_id": item_ids, "item_attributes": codes, "attribute_names": np.array(names),
         "attribute_modality": np.array([MODALITY[a] for a in names]),
-        "attribute_sizes": np.array([len(ATTRIBUTES[a]) for a in names]), "attribute_weight": weight,
+        "attribute_sizes": np.array([len(attributes[a]) for a in names]), "attribute_weight": weight,
         "item_popularity": popularity, "user_id": np.arange(1, size.users + 1, dtype=np.int64),
         "user_tastes": tastes, "user_segment": segment, "interaction_logit": logit[order],
     }
-    fingerprint = hashlib.sha256(f"{GENERATOR_VERSION}|{preset}|{int(seed)}".encode()).hexdigest()[:16]
+    tag = f"{GENERATOR_VERSION}|{preset}|{int(seed)}" + (f"|{AUDIO_VERSION}" if audio else "")
+    fingerprint = hashlib.sha256(tag.encode()).hexdigest()[:16]
     users = pd.DataFrame({"user_id": truth["user_id"]})   # the segment stays hidden (ground truth only)
     return RawDataset(name=f"synthetic-{preset}", items=items, interactions=interactions, users=users,
                       attribute_columns=tuple(names), load_image=SyntheticImages(items, nuisance),
-                      fingerprint=fingerprint, ground_truth=truth, image_size=IMAGE_SIZE)
+                      fingerprint=fingerprint, ground_truth=truth, image_size=IMAGE_SIZE,
+                      loaders={"audio": SyntheticAudio(items, sound)} if audio else {})

@@ -49,25 +49,38 @@ def write_embeddings(model: nn.Module, samples: SampleSet, path: Path) -> Path:
 @torch.no_grad()
 def write_fusion_attention(model: nn.Module, tokens, items: np.ndarray, *, device: torch.device,
                            directory: Path) -> list[Path]:
-    """fusion_attention.npz (items, attention (n, layers, heads, Nq, Ti+Tt), image_grid, Ti) + text_tokens.json.
+    """fusion_attention.npz + token_labels.json (+ text_tokens.json when text is fused).
 
-    text_tokens.json maps each exported item index to its own tokens; an item the token list lacks
-    is a ValueError (a silent gap would let the page show another item's words).
+    The npz holds items, attention (n, layers, heads, Nq, T) over the fused tokens, `modalities` and
+    `sizes` (the T_m of each column segment, in order), and for an image segment image_grid and Ti (its
+    size; 0 without image). token_labels.json maps modality -> item index -> that item's own token labels;
+    an item a label list lacks is a ValueError (a silent gap would let the page show another item's words).
     """
-    missing = [int(i) for i in items if not 0 <= int(i) < len(tokens.text_tokens)]
-    if missing:
-        raise ValueError(f"tokens.text_tokens has {len(tokens.text_tokens)} rows; no text tokens for item "
-                         f"indices {missing[:5]} (expected one row per item index, row 0 = padding)")
     model.eval()
-    layers = model.fusion_attention(torch.as_tensor(items, device=device))        # per layer (n, heads, Nq, T)
+    layers, segments = model.fusion_attention(torch.as_tensor(items, device=device))   # per layer (n, heads, Nq, T)
+    names = [m for m, _ in segments]
+    for m in names:
+        rows = len(tokens[m].labels)
+        missing = [int(i) for i in items if not 0 <= int(i) < rows]
+        if missing:
+            raise ValueError(f"tokens[{m!r}].labels has {rows} rows; no token labels for item indices "
+                             f"{missing[:5]} (expected one row per item index, row 0 = padding)")
     attention = torch.stack([a.float() for a in layers], dim=1).cpu().numpy()      # (n, layers, heads, Nq, T)
     path = directory / "fusion_attention.npz"
-    np.savez_compressed(path, items=items, attention=attention.astype(np.float16),
-                        image_grid=np.asarray(tokens.image_grid), Ti=np.asarray(tokens.image.shape[1]))
-    text = {str(int(i)): list(tokens.text_tokens[int(i)]) for i in items}
-    tpath = directory / "text_tokens.json"
-    tpath.write_text(json.dumps(text))
-    return [path, tpath]
+    sizes = dict(segments)
+    extra = {"image_grid": np.asarray(tokens["image"].grid)} if "image" in sizes else {}
+    np.savez_compressed(path, items=items, attention=attention.astype(np.float16), modalities=np.asarray(names),
+                        sizes=np.asarray([t for _, t in segments]), Ti=np.asarray(sizes.get("image", 0)), **extra)
+    labels = {m: {str(int(i)): list(tokens[m].labels[int(i)]) for i in items} for m in names
+              if any(tokens[m].labels[int(i)] for i in items)}
+    lpath = directory / "token_labels.json"
+    lpath.write_text(json.dumps(labels))
+    out = [path, lpath]
+    if "text" in labels:   # the pre-registry name of the text labels (older pages and tools read it)
+        tpath = directory / "text_tokens.json"
+        tpath.write_text(json.dumps(labels["text"]))
+        out.append(tpath)
+    return out
 
 
 @torch.no_grad()
@@ -121,7 +134,7 @@ def write_all(model: nn.Module, samples: SampleSet, tokens, *, seed: int, k: int
     if tokens is not None and hasattr(model, "fusion_attention"):
         items = np.sort(rng.choice(np.arange(1, samples.num_items + 1), size=min(FUSION_SAMPLE, samples.num_items),
                                    replace=False))
-        if model.fusion_attention(torch.as_tensor(items[:1], device=device)):   # [] for mean / precomputed arms
+        if model.fusion_attention(torch.as_tensor(items[:1], device=device))[0]:   # [] for mean / precomputed arms
             step("fusion_attention.npz")
             write_fusion_attention(model, tokens, items, device=device, directory=directory)
     pool = samples.splits.get("test", np.zeros(0, dtype=np.int64))

@@ -1,8 +1,11 @@
-"""Attention views: one query's weights over the image grid and the text tokens, overlays, DIN's labelled weights.
+"""Attention views: one query's weights over each fused modality's tokens, overlays, DIN's labelled weights.
 
-fusion_attention.npz holds attention (n, layers, heads, Nq, Ti+Tt): per item, the weights
-each query puts on the Ti image tokens then the Tt text tokens. ranker_attention.npz holds
-DIN's weights over the history: its ID attention and (content arms) its content attention.
+fusion_attention.npz holds attention (n, layers, heads, Nq, T): per item, the weights each query puts
+on the fused tokens, laid out as the `modalities` / `sizes` segments say (older exports: the Ti image
+tokens then the text tokens). token_labels.json names each item's tokens per modality. How a
+modality is drawn (a grid over the image, shaded words, a bar per token) is its registry `view`.
+ranker_attention.npz holds DIN's weights over the history: its ID attention and (content arms) its
+content attention.
 """
 from __future__ import annotations
 
@@ -12,15 +15,43 @@ import numpy as np
 from PIL import Image
 
 
-def split_attention(attention: np.ndarray, *, row: int, layer: int, head: int | None, query: int,
-                    ti: int, image_grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(H', W') image-token weights and (Tt,) text-token weights of one query; head None = mean over heads."""
-    a = np.asarray(attention[row, layer], dtype=np.float64)       # (heads, Nq, Ti+Tt)
-    w = a.mean(axis=0)[query] if head is None else a[head, query]  # (Ti+Tt,)
-    h, wd = int(image_grid[0]), int(image_grid[1])
-    if h * wd != ti:
-        raise ValueError(f"image_grid {h}x{wd} does not match Ti={ti}")
-    return w[:ti].reshape(h, wd), w[ti:]
+def segments_of(att: Mapping[str, np.ndarray]) -> list[tuple[str, int]]:
+    """(modality, T_m) of the attention columns, in order; an older export without `modalities` is image
+    (Ti columns) then text (the rest)."""
+    if "modalities" in att and "sizes" in att:
+        return [(str(m), int(t)) for m, t in zip(att["modalities"], att["sizes"])]
+    ti, total = int(att["Ti"]), int(att["attention"].shape[-1])
+    return [(m, t) for m, t in (("image", ti), ("text", total - ti)) if t > 0]
+
+
+def query_weights(attention: np.ndarray, *, row: int, layer: int, head: int | None, query: int) -> np.ndarray:
+    """(T,) weights of one query over every fused token; head None = mean over heads."""
+    a = np.asarray(attention[row, layer], dtype=np.float64)       # (heads, Nq, T)
+    return a.mean(axis=0)[query] if head is None else a[head, query]
+
+
+def split_segments(weights: np.ndarray, segments: list[tuple[str, int]]) -> dict[str, np.ndarray]:
+    """{modality: its (T_m,) slice of `weights`}; ValueError when the sizes do not add up to the columns."""
+    if sum(t for _, t in segments) != len(weights):
+        raise ValueError(f"segments {segments} cover {sum(t for _, t in segments)} columns, the attention has "
+                         f"{len(weights)}")
+    out, start = {}, 0
+    for m, t in segments:
+        out[m] = np.asarray(weights[start:start + t])
+        start += t
+    return out
+
+
+def view_of(modality: str) -> str:
+    """How the page draws a modality's weights: its registry view; 'bars' for one this version lacks."""
+    from em3 import modalities
+    return modalities.get(modality).view if modality in modalities.NAMES else "bars"
+
+
+def item_labels(labels: Mapping[str, Mapping[str, list[str]]], modality: str, item: int) -> list[str] | None:
+    """The exported token labels of item index `item` for `modality` (token_labels.json); None if absent."""
+    found = labels.get(modality, {}).get(str(int(item)))
+    return list(found) if found is not None else None
 
 
 def normalise(weights: np.ndarray) -> np.ndarray:
@@ -51,12 +82,6 @@ def shaded_tokens_html(tokens: list[str], weights: np.ndarray) -> str:
              f'margin: 1px; border-radius: 3px; display: inline-block">{html.escape(t)}</span>'
              for t, x in zip(tokens, w)]
     return " ".join(spans)
-
-
-def item_text_tokens(tokens: Mapping[str, list[str]], item: int) -> list[str] | None:
-    """The exported text tokens of item index `item` (text_tokens.json is keyed by item index); None if absent."""
-    found = tokens.get(str(int(item)))
-    return list(found) if found is not None else None
 
 
 def ranker_weights(ra: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:

@@ -87,7 +87,8 @@ def user_test_auc(run_id: str, cfg, samples: SampleSet, raw: RawDataset, user: i
     pos, neg = int((labels > 0.5).sum()), int((labels <= 0.5).sum())
     if pos == 0 or neg == 0:
         return float("nan"), pos, neg
-    tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False) if cfg.model.use_content else None
+    tokens = (build_item_tokens(raw, samples, cfg.encoder, modalities=cfg.model.fusion.modalities, progress=False)
+              if cfg.model.use_content else None)
     model = build_model(cfg, samples=samples, tokens=tokens)
     with tempfile.TemporaryDirectory() as d:
         model.load_state_dict(checkpoint.load_best(download_dir(run_id, "checkpoint", Path(d))))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from em3.config import MODALITIES
+from em3.modalities import ordered
 from em3.errors import CacheError
 
 if TYPE_CHECKING:
@@ -20,46 +20,44 @@ if TYPE_CHECKING:
 
 def check_tokens(tokens: "ItemTokens", *, num_items: int) -> None:
     """Fail loudly when the token cache does not match the sample set (rows = I+1)."""
-    for name in ("image", "image_mask", "text", "text_mask"):
-        rows = getattr(tokens, name).shape[0]
-        if rows != num_items + 1:
-            raise CacheError(f"ItemTokens.{name}: has {rows} rows, expected num_items+1 = {num_items + 1} "
-                             "(row 0 = padding); the feature cache is from another dataset")
-    if tokens.image.ndim != 3 or tokens.text.ndim != 3:
-        raise CacheError(f"ItemTokens.image/text: expected (I+1, T, C) arrays, got {tokens.image.shape} "
-                         f"and {tokens.text.shape}")
+    for name, m in tokens.modalities.items():
+        for part, arr in (("tokens", m.tokens), ("mask", m.mask)):
+            if arr.shape[0] != num_items + 1:
+                raise CacheError(f"ItemTokens[{name!r}].{part}: has {arr.shape[0]} rows, expected num_items+1 = "
+                                 f"{num_items + 1} (row 0 = padding); the feature cache is from another dataset")
+        if m.tokens.ndim != 3:
+            raise CacheError(f"ItemTokens[{name!r}].tokens: expected an (I+1, T, C) array, got {m.tokens.shape}")
 
 
 class ItemTokenStore(nn.Module):
-    """Every item's encoder tokens as non-persistent buffers (not in checkpoints), gathered by index.
+    """Every item's encoder tokens of each fused modality as non-persistent buffers (not in checkpoints).
 
     Default: float16 as cached, cast on use. With `prenorm`, each token is LayerNormed once here (no
     affine) and stored in `dtype` (the projection's compute dtype), so a step gathers ready inputs.
     """
 
-    def __init__(self, tokens: "ItemTokens", *, prenorm: bool = False, dtype: torch.dtype = torch.float16):
+    def __init__(self, tokens: "ItemTokens", *, prenorm: bool = False, dtype: torch.dtype = torch.float16,
+                 modalities: Sequence[str] | None = None):
         super().__init__()
         self.prenorm = prenorm
+        self.names = tuple(m for m in tokens.names if modalities is None or m in modalities)
         store = dtype if prenorm else torch.float16
-        # Buffers follow .to(device).
-        self.register_buffer("image", _stored(tokens.image, prenorm=prenorm, dtype=store), persistent=False)
-        self.register_buffer("image_mask", torch.from_numpy(np.array(tokens.image_mask, dtype=bool)), persistent=False)
-        self.register_buffer("text", _stored(tokens.text, prenorm=prenorm, dtype=store), persistent=False)
-        self.register_buffer("text_mask", torch.from_numpy(np.array(tokens.text_mask, dtype=bool)), persistent=False)
+        for m in self.names:   # buffers follow .to(device)
+            self.register_buffer(f"{m}_tokens", _stored(tokens[m].tokens, prenorm=prenorm, dtype=store),
+                                 persistent=False)
+            self.register_buffer(f"{m}_mask", torch.from_numpy(np.array(tokens[m].mask, dtype=bool)),
+                                 persistent=False)
 
     @property
-    def image_dim(self) -> int:
-        return int(self.image.shape[-1])
+    def dims(self) -> dict[str, int]:
+        """C of each modality."""
+        return {m: int(getattr(self, f"{m}_tokens").shape[-1]) for m in self.names}
 
-    @property
-    def text_dim(self) -> int:
-        return int(self.text.shape[-1])
-
-    def forward(self, items: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """items (N,) -> image (N, Ti, Ci), image_mask (N, Ti), text (N, Tt, Ct), text_mask (N, Tt), in the
-        store's dtype (the projection casts)."""
-        return (self.image.index_select(0, items), self.image_mask[items],     # index_select: ~2x faster
-                self.text.index_select(0, items), self.text_mask[items])       # than [] for big rows
+    def forward(self, items: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """items (N,) -> {modality: (tokens (N, T_m, C_m) in the store's dtype, mask (N, T_m))}; the projection
+        casts. index_select: ~2x faster than [] for big rows."""
+        return {m: (getattr(self, f"{m}_tokens").index_select(0, items), getattr(self, f"{m}_mask")[items])
+                for m in self.names}
 
 
 def _stored(x: np.ndarray, *, prenorm: bool, dtype: torch.dtype, chunk: int = 256) -> Tensor:
@@ -84,8 +82,8 @@ def pooled_features(tokens: "ItemTokens", *, modalities: Sequence[str], chunk: i
     cache is never fully materialised as float32.
     """
     parts = []
-    for m in (m for m in MODALITIES if m in modalities):
-        x_all, mask_all = getattr(tokens, m), getattr(tokens, f"{m}_mask")
+    for m in ordered(modalities):
+        x_all, mask_all = tokens[m].tokens, tokens[m].mask
         rows = []
         for start in range(0, x_all.shape[0], chunk):
             x = torch.from_numpy(np.asarray(x_all[start:start + chunk], dtype=np.float32))   # (n, T, C)

@@ -237,14 +237,16 @@ class EM3Model(nn.Module):
         return self.item_id_emb(self.id_index).float()
 
     @torch.no_grad()
-    def fusion_attention(self, items: Tensor) -> list[Tensor]:
-        """Per layer (N, h, Nq, Ti+Tt) attention of the queries over the tokens; [] without queries."""
+    def fusion_attention(self, items: Tensor) -> tuple[list[Tensor], tuple[tuple[str, int], ...]]:
+        """Per layer (N, h, Nq, T) attention of the queries over the fused tokens and the (modality, T_m)
+        segments of its columns; ([], ()) without queries."""
         if self.content is None:
-            return []
+            return [], ()
         was_training = self.training
         self.eval()
         try:
-            return [w.float() for w in self.content.attention(items)]
+            layers, segments = self.content.attention(items)
+            return [w.float() for w in layers], segments
         finally:
             self.train(was_training)
 

@@ -1,6 +1,8 @@
-"""The Fusion-Q-Former: learnable queries that fuse an item's image and text tokens into one D-dim vector.
+"""The Fusion-Q-Former: learnable queries that fuse an item's modality tokens into one D-dim vector.
 
-Shape letters: N items, Ti image tokens, Tt text tokens, T = tokens of the fused modalities,
+Whatever modalities the config lists (em3/modalities/), in registry order, each with its own projection
+to D; an item lacking one has that modality's tokens masked. Shape letters: N items, T_m tokens of
+modality m, T = tokens of all fused modalities,
 Nq queries, D hidden size, h heads, C* encoder widths.
 
 Linear layers are named `q_proj`, `k_proj`, `v_proj`, `out_proj`, `fc1`, `fc2`, `token_proj`:
@@ -10,23 +12,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from em3.config import MODALITIES, FusionConfig
+from em3.config import ConfigError, FusionConfig
+from em3.modalities import ordered
 
 # cuDNN attention builds a new plan for every new batch shape (~25-45 ms a call on an H200), and
 # deduplication makes the item count vary every step: use the memory-efficient kernel instead.
 SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
+Inputs = Mapping[str, tuple[Tensor, Tensor]]   # modality -> (tokens (N, T_m, C_m), mask (N, T_m))
+
+
 @dataclass
 class FusionOutput:
     embedding: Tensor                   # (N, D)
-    attention: list[Tensor] | None      # per layer (N, h, Nq, Ti+Tt): the queries over the tokens
+    attention: list[Tensor] | None      # per layer (N, h, Nq, T): the queries over the fused tokens
+    segments: tuple[tuple[str, int], ...] = ()   # (modality, T_m) of the attention columns, in order
 
 
 class Attention(nn.Module):
@@ -134,20 +142,23 @@ class ModalityProjection(nn.Module):
 
 
 class FusionQFormer(nn.Module):
-    """Fuses an item's image and text tokens into one fixed-size D-dim content embedding.
+    """Fuses an item's modality tokens into one fixed-size D-dim content embedding.
 
     Two stages, callable apart: `project` (encoder tokens -> D-dim tokens, per modality) and the
     fusion of projected tokens; `forward` runs both, or only the fusion when `projected=True`.
     """
 
-    def __init__(self, cfg: FusionConfig, *, image_dim: int, text_dim: int, prenorm: bool = False,
+    def __init__(self, cfg: FusionConfig, *, dims: Mapping[str, int], prenorm: bool = False,
                  compute_dtype: torch.dtype = torch.float32, queries_only_last_layer: bool = False):
         super().__init__()
         self.mode = cfg.mode
-        self.modalities = tuple(m for m in MODALITIES if m in cfg.modalities)   # fixed order: image, text
+        self.modalities = ordered(cfg.modalities)                               # fixed order: the registry's
+        lacking = [m for m in self.modalities if m not in dims]
+        if lacking:
+            raise ConfigError(f"model.fusion.modalities: no tokens of {lacking} to fuse (the token store holds "
+                              f"{sorted(dims)})")
         self.queries_only_last_layer = queries_only_last_layer
-        in_dims = {"image": image_dim, "text": text_dim}
-        self.proj = nn.ModuleDict({m: ModalityProjection(in_dims[m], cfg.dim, prenorm=prenorm,
+        self.proj = nn.ModuleDict({m: ModalityProjection(dims[m], cfg.dim, prenorm=prenorm,
                                                          compute_dtype=compute_dtype) for m in self.modalities})
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.mode == "mean":
@@ -162,31 +173,25 @@ class FusionQFormer(nn.Module):
                                         for _ in range(cfg.num_layers))
             self.out_proj = nn.Linear(cfg.num_queries * cfg.dim, cfg.dim)
 
-    def project(self, image: Tensor, image_mask: Tensor, text: Tensor,
-                text_mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """image (N, Ti, Ci), image_mask (N, Ti), text (N, Tt, Ct), text_mask (N, Tt) -> per fused modality
-        the tokens projected to D (N, T_m, D) and their masks (N, T_m) bool."""
-        inputs = {"image": (image, image_mask), "text": (text, text_mask)}
+    def project(self, inputs: Inputs) -> tuple[list[Tensor], list[Tensor]]:
+        """{modality: (tokens (N, T_m, C_m), mask (N, T_m))} -> per fused modality the tokens projected to D
+        (N, T_m, D) and their masks (N, T_m) bool; modalities not fused are ignored."""
         tokens = [self.proj[m](inputs[m][0]) for m in self.modalities]     # each (N, T_m, D)
         masks = [inputs[m][1].bool() for m in self.modalities]             # each (N, T_m)
         return tokens, masks
 
-    def forward(self, *inputs: Tensor | list[Tensor], projected: bool = False,
+    def forward(self, inputs: Inputs | tuple[list[Tensor], list[Tensor]], *, projected: bool = False,
                 return_attention: bool = False) -> FusionOutput:
-        """(image, image_mask, text, text_mask) -> FusionOutput; with `projected`, inputs are `project`'s
-        (tokens, masks) and only the fusion runs (so a caller can share one projection between paths)."""
-        if projected:
-            tokens, masks = inputs
-            sizes = dict(zip(self.modalities, (m.shape[1] for m in masks)))   # a modality not fused: unknown, 0
-        else:
-            tokens, masks = self.project(*inputs)
-            sizes = {"image": inputs[0].shape[1], "text": inputs[2].shape[1]}
+        """{modality: (tokens, mask)} -> FusionOutput; with `projected`, `inputs` is `project`'s (tokens, masks)
+        and only the fusion runs (so a caller can share one projection between paths)."""
+        tokens, masks = inputs if projected else self.project(inputs)
+        segments = tuple((m, int(k.shape[1])) for m, k in zip(self.modalities, masks))
         n = masks[0].shape[0]
         if self.mode == "mean":
             # Masked mean per modality (a missing modality pools to zeros), then concat and project.
             pooled = [(x * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1) for x, m in zip(tokens, masks)]
             emb = self.out_proj(self.dropout(torch.cat(pooled, dim=-1)))  # (N, D)
-            return FusionOutput(emb, [] if return_attention else None)
+            return FusionOutput(emb, [] if return_attention else None, segments)
 
         x_tok = torch.cat(tokens, dim=1)                                   # (N, T, D)
         mask = torch.cat(masks, dim=1)                                     # (N, T)
@@ -211,9 +216,4 @@ class FusionQFormer(nn.Module):
                 if w is not None:
                     attention.append(w)                                    # (N, h, Nq, T)
         emb = self.out_proj(q.reshape(n, -1))                              # (N, Nq*D) -> (N, D)
-        if not return_attention:
-            return FusionOutput(emb, None)
-        # Report columns for all Ti+Tt tokens (zeros for a modality not fused) so plots can split at Ti.
-        left = 0 if "image" in self.modalities else sizes.get("image", 0)
-        right = 0 if "text" in self.modalities else sizes.get("text", 0)
-        return FusionOutput(emb, [F.pad(w, (left, right)) for w in attention])
+        return FusionOutput(emb, attention if return_attention else None, segments)

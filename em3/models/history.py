@@ -81,8 +81,8 @@ class ContentEncoder(nn.Module):
             self.precomputed = PrecomputedContent(tokens, modalities=cfg.fusion.modalities, dim=cfg.fusion.dim)
             return
         dtype = DTYPES[resolve_compute_dtype(speed.compute_dtype)]
-        self.store = ItemTokenStore(tokens, prenorm=speed.prenorm_tokens, dtype=dtype)
-        self.fusion = FusionQFormer(cfg.fusion, image_dim=self.store.image_dim, text_dim=self.store.text_dim,
+        self.store = ItemTokenStore(tokens, prenorm=speed.prenorm_tokens, dtype=dtype, modalities=cfg.fusion.modalities)
+        self.fusion = FusionQFormer(cfg.fusion, dims=self.store.dims,
                                     prenorm=speed.prenorm_tokens, compute_dtype=dtype,
                                     queries_only_last_layer=speed.queries_only_last_layer)
         if self.strategy == "lora":
@@ -102,21 +102,21 @@ class ContentEncoder(nn.Module):
             return self.precomputed(items)
         return self._fuse(self.store(items), history=history, projected=False)
 
-    def _fuse(self, inputs: tuple, *, history: bool, projected: bool) -> Tensor:
+    def _fuse(self, inputs: dict | tuple, *, history: bool, projected: bool) -> Tensor:
         """Store inputs (or, with `projected`, `FusionQFormer.project`'s output) -> (N, D) through one path."""
         if not history or self.strategy == "shared":
             with adapters_off(self.fusion):
-                return self.fusion(*inputs, projected=projected).embedding
+                return self.fusion(inputs, projected=projected).embedding
         if self.strategy == "frozen":
             with torch.no_grad():
-                return self.fusion(*inputs, projected=projected).embedding
+                return self.fusion(inputs, projected=projected).embedding
         # lora: the base weights enter detached, so only the adapters receive gradient.
         base = {n: p.detach() for n, p in self.fusion.named_parameters() if not _is_adapter(n)}
         if not self.merge_lora:
-            return functional_call(self.fusion, base, inputs, {"projected": projected}).embedding
+            return functional_call(self.fusion, base, (inputs,), {"projected": projected}).embedding
         # merged: each adapted layer as one Linear with W.detach() + s·BA (gradient reaches A and B through it)
         with adapters_off(self.fusion):
-            return functional_call(self.fusion, {**base, **self._merged_weights()}, inputs,
+            return functional_call(self.fusion, {**base, **self._merged_weights()}, (inputs,),
                                    {"projected": projected}).embedding
 
     def _merged_weights(self) -> dict[str, Tensor]:
@@ -146,14 +146,14 @@ class ContentEncoder(nn.Module):
         t_flat, h_flat = target.reshape(-1), history.reshape(-1)
         t_uniq, t_pos = torch.unique(t_flat, return_inverse=True)              # (Ut,), (Nt,)
         h_uniq, h_pos = torch.unique(h_flat, return_inverse=True)              # (Uh,), (Nh,)
-        t_tokens, t_masks = self.fusion.project(*self.store(t_uniq))           # each (Ut, T_m, D)
+        t_tokens, t_masks = self.fusion.project(self.store(t_uniq))           # each (Ut, T_m, D)
         # each history item's row in [targets; history-only items]
         slot = torch.searchsorted(t_uniq, h_uniq).clamp(max=t_uniq.numel() - 1)
         shared = t_uniq[slot] == h_uniq                                        # (Uh,) also a target
         only = h_uniq[~shared]                                                 # (Uo,)
         rows = torch.where(shared, slot, t_uniq.numel() + torch.cumsum(~shared, 0) - 1)   # (Uh,)
         with torch.no_grad():
-            o_tokens, o_masks = self.fusion.project(*self.store(only))         # each (Uo, T_m, D)
+            o_tokens, o_masks = self.fusion.project(self.store(only))         # each (Uo, T_m, D)
         h_tokens = [torch.cat([t.detach(), o])[rows] for t, o in zip(t_tokens, o_tokens)]
         h_masks = [torch.cat([t, o])[rows] for t, o in zip(t_masks, o_masks)]
         t_emb = self._fuse((t_tokens, t_masks), history=False, projected=True)  # (Ut, D)
@@ -188,12 +188,14 @@ class ContentEncoder(nn.Module):
         history = torch.cat([zero, *(self.embed(c, history=True).float() for c in items.split(batch_size))])
         return target, history
 
-    def attention(self, items: Tensor) -> list[Tensor]:
-        """Per layer (N, h, Nq, Ti+Tt) attention of the target path; [] without queries."""
+    def attention(self, items: Tensor) -> tuple[list[Tensor], tuple[tuple[str, int], ...]]:
+        """Per layer (N, h, Nq, T) attention of the target path over the fused tokens, and the (modality, T_m)
+        segments of its columns; ([], ()) without queries."""
         if self.fusion is None:
-            return []
+            return [], ()
         with adapters_off(self.fusion):
-            return self.fusion(*self.store(items), return_attention=True).attention or []
+            out = self.fusion(self.store(items), return_attention=True)
+        return out.attention or [], out.segments
 
     def history_trainable_parameters(self) -> int:
         """Parameters the history path can train (LoRA adapters under `lora`)."""

@@ -53,7 +53,8 @@ def load_run_data(cfg: Config, *, hooks: Hooks, world: World = World()):
         hooks.progress(Progress(phase="cache", message="building the feature cache"))
         if world.rank != 0:
             distributed.barrier(world)
-        tokens = build_item_tokens(raw, samples, cfg.encoder, progress=False, on_batch=hooks.cache_batch)
+        tokens = build_item_tokens(raw, samples, cfg.encoder, modalities=cfg.model.fusion.modalities, progress=False,
+                                   on_batch=hooks.cache_batch)
         if world.rank == 0:
             distributed.barrier(world)
     return raw, samples, tokens

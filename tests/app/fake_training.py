@@ -16,7 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from em3.arms import arm_tags
-from em3.config import CONFIG_VERSION, Config, flatten, to_dict
+from em3.config import DEFAULT_MODALITIES, CONFIG_VERSION, Config, flatten, to_dict
 from em3.paths import tracking_uri
 from em3.training.hooks import Hooks, Progress, RunResult
 
@@ -27,12 +27,17 @@ def experiment_id(client: MlflowClient, name: str = "em3") -> str:
     return real(client, name)
 
 
+SIZES = {"image": 4, "text": 5, "tabular": 3, "audio": 4}   # tokens per modality in the fake attention
+
+
 def write_explain(client: MlflowClient, run_id: str, *, n_items: int = 12, seed: int = 0, cic: bool = False,
-                  content_attention: bool = False) -> None:
+                  content_attention: bool = False, modalities: tuple[str, ...] | None = None) -> None:
     """Small explain/ artifacts of the contract's shapes (item indices 1..n_items; items 11, 12 cold).
 
     cic: embeddings.npz also holds the shared space (content_aligned / id_aligned, matched pairs close);
-    content_attention: ranker_attention.npz also holds DIN's content weights.
+    content_attention: ranker_attention.npz also holds DIN's content weights;
+    modalities: the registry-era attention export over these modalities (segments + token_labels.json);
+    None: the older export (image then text columns, text_tokens.json).
     """
     rng = np.random.default_rng(seed)
     grid, ti, tt, nq = (2, 2), 4, 5, 2
@@ -49,10 +54,21 @@ def write_explain(client: MlflowClient, run_id: str, *, n_items: int = 12, seed:
             emb["content_aligned"] = unit(shared + 0.1 * rng.normal(size=shared.shape))
             emb["id_aligned"] = unit(np.where((id_row == 1)[:, None], shared[-1], shared))
         np.savez(d / "embeddings.npz", **emb)
-        att = rng.random((n_items, 1, 2, nq, ti + tt))
-        np.savez(d / "fusion_attention.npz", items=items, attention=att / att.sum(-1, keepdims=True),
-                 image_grid=np.array(grid), Ti=np.array(ti))
-        (d / "text_tokens.json").write_text(json.dumps({str(i): [f"tok{i}_{j}" for j in range(tt)] for i in items}))
+        if modalities is None:
+            att = rng.random((n_items, 1, 2, nq, ti + tt))
+            np.savez(d / "fusion_attention.npz", items=items, attention=att / att.sum(-1, keepdims=True),
+                     image_grid=np.array(grid), Ti=np.array(ti))
+            (d / "text_tokens.json").write_text(json.dumps({str(i): [f"tok{i}_{j}" for j in range(tt)]
+                                                            for i in items}))
+        else:
+            sizes = [SIZES[m] for m in modalities]
+            att = rng.random((n_items, 1, 2, nq, sum(sizes)))
+            np.savez(d / "fusion_attention.npz", items=items, attention=att / att.sum(-1, keepdims=True),
+                     modalities=np.array(modalities), sizes=np.array(sizes), image_grid=np.array(grid),
+                     Ti=np.array(SIZES["image"] if "image" in modalities else 0))
+            labels = {m: {str(i): [f"{m}{i}_{j}" for j in range(SIZES[m])] for i in items}
+                      for m in modalities if m != "image"}
+            (d / "token_labels.json").write_text(json.dumps(labels))
         hist = rng.integers(1, n_items + 1, size=(3, 4))
         ranker = {"user": np.arange(3), "target": items[:3], "history": hist, "weights": rng.random((3, 4)),
                   "weights_kind": np.asarray("id")}
@@ -107,7 +123,8 @@ def fake_train(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None = N
     if explain:
         content = cfg.model.use_content
         write_explain(client, rid, seed=cfg.train.seed, cic=content and cfg.model.cic.weight > 0,
-                      content_attention=content and cfg.model.ranker.kind == "din")
+                      content_attention=content and cfg.model.ranker.kind == "din",
+                      modalities=None if cfg.model.fusion.modalities == DEFAULT_MODALITIES else cfg.model.fusion.modalities)
     client.set_terminated(rid, "FINISHED")
     hooks.progress(Progress("done", cfg.train.epochs, cfg.train.epochs))
     return RunResult(rid, "FINISHED", metrics=final)

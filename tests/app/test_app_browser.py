@@ -208,7 +208,7 @@ def test_click_start_watch_it_finish_and_visit_every_page(server, browser, tmp_p
     _shoot(d, shots, "launch-finished")
 
     expected = {"ablations": "No ablation groups yet", "runs": "Final metrics",
-                "attention": "Share of this query's attention on the image",
+                "attention": "Share of this query's attention: image",
                 "alignment": "cosine(content, ID)", "recommendations": "Top-10 recommended"}
     for page, text in expected.items():
         d.get(f"{base}/{page}")
@@ -323,7 +323,7 @@ def test_first_ten_minutes_on_the_demo_defaults(new_user_server, browser, tmp_pa
     _shoot(d, shots, "demo-runs-efficiency")
 
     d.get(f"{base}/attention")
-    _wait_text(d, "Share of this query's attention on the image", 120)
+    _wait_text(d, "Share of this query's attention: image", 120)
     _wait_text(d, "Ranker: attention over the user's history", 60)
     _no_exception(d)
     assert "ID attention" in _body(d) and "content attention" in _body(d)

@@ -59,7 +59,7 @@ def test_page_renders_with_runs(page, runs_store, use_store):
     if page == "runs":
         assert len(at.dataframe[0].value) == 6       # 2 real + failed + cancelled + running + old config
     if page == "attention":
-        assert "Share of this query's attention on the image" in body
+        assert "Share of this query's attention: image" in body
         assert "Ranker: attention over the user's history" in body
     if page == "alignment":
         assert len(at.get("plotly_chart")) >= 4      # projection + histogram for two runs

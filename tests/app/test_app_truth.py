@@ -37,6 +37,8 @@ def truth_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "old": fake_train(_tiny(), run_name="older-run", explain=True).run_id,
             "nocic": fake_train(_tiny("em3_no_cic"), run_name="no-cic", explain=True).run_id,
             "custom": fake_train(_tiny(**{"model.history.strategy": "shared"}), run_name="shared-history").run_id,
+            "four": fake_train(_tiny(**{"model.fusion.modalities": ("image", "text", "tabular", "audio")}),
+                               run_name="four-modalities", explain=True).run_id,
             "eff": fake_train(_tiny(), run_name="efficient", explain=True, metrics=EFFICIENCY, tags={
                 "em3.device": "cuda (NVIDIA H200)", "em3.memory_kind": "CUDA allocator peak"}).run_id,
         }
@@ -121,6 +123,23 @@ def test_attention_never_shows_another_items_tokens(store):
     assert not any("tok1_0" in str(h.proto) for h in at.get("html"))
 
 
+def test_attention_draws_every_fused_modality_by_its_registry_view(store):
+    at = open_page("attention")
+    at.selectbox(key="att-run").set_value(store["four"]).run()
+    at.selectbox(key="att-item").set_value(2).run()                               # row 2 = item 3
+    assert not at.exception, [e.value for e in at.exception]
+    body = texts(at)
+    assert "Fused modalities: **image** (4 tokens), **text** (5 tokens), **tabular** (3 tokens), **audio** (4 tokens)" in body
+    charts = {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    bars = [spec for spec in charts.values() if spec["data"][0]["type"] == "bar"]
+    assert sorted(tuple(b["data"][0]["x"]) for b in bars) == [tuple(f"audio3_{j}" for j in range(4)),
+                                                              tuple(f"tabular3_{j}" for j in range(3))]
+    assert any(spec["data"][0]["type"] == "heatmap" for spec in charts.values())   # the image grid
+    assert any("text3_0" in str(h.proto) for h in at.get("html"))                  # the words, shaded
+    shares = [c.value for c in at.caption if c.value.startswith("Share of this query's attention")]
+    assert len(shares) == 1 and all(m in shares[0] for m in ("image", "text", "tabular", "audio"))
+
+
 def test_attention_labels_din_id_and_content_weights(store):
     at = open_page("attention")
     at.selectbox(key="att-run").set_value(store["eff"]).run()
@@ -153,6 +172,23 @@ def test_launch_tags_a_run_whose_knobs_contradict_its_arm_custom(fresh_store, fa
     assert job["arm"] == "custom (from em3)"
     tags = MlflowClient(tracking_uri=tracking_uri()).get_run(job["run_id"]).data.tags
     assert (tags["em3.arm"], tags["em3.base_arm"]) == ("custom", "em3")
+
+
+def test_launch_offers_the_registry_modalities_and_the_audio_preset_fuses_three(fresh_store, fake_registry):
+    at = open_page("launch")
+    at.radio(key="launch-dataset").set_value("Synthetic with audio (4th modality)").run()
+    knob = at.multiselect(key="knob-audio-em3-model.fusion.modalities")
+    assert list(knob.value) == ["image", "text", "audio"] and set(knob.options) >= {"image", "text", "tabular", "audio"}
+    at.number_input(key="knob-audio-em3-train.epochs").set_value(1)
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.warning and any("(em3, synthetic-audio)" in s.value for s in at.success)   # the arm, not custom
+    job = fake_registry.wait(fake_registry.jobs()[0]["id"], timeout=60)
+    params = MlflowClient(tracking_uri=tracking_uri()).get_run(job["run_id"]).data.params
+    assert params["model.fusion.modalities"] == "image,text,audio"
+    at.multiselect(key="knob-audio-em3-model.fusion.modalities").set_value([])
+    at.button[0].click().run()
+    assert any("Refused: model.fusion.modalities" in e.value for e in at.error)
 
 
 def test_ablations_queue_the_chosen_ranker(fresh_store, fake_registry):

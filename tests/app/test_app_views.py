@@ -11,8 +11,8 @@ from em3.config import ConfigError, preset
 from em3.evaluation.views_alignment import (cold_rows, link_segments, match_rate, mean_pairwise_cosine,
                                             pair_cosines, project, project_pairs, shared_projection,
                                             shared_space)
-from em3.evaluation.views_attention import (item_text_tokens, normalise, overlay, ranker_weights, shaded_tokens_html,
-                                            split_attention)
+from em3.evaluation.views_attention import (item_labels, normalise, overlay, query_weights, ranker_weights,
+                                            segments_of, shaded_tokens_html, split_segments, view_of)
 from em3.evaluation.views_reference import references_for
 from em3.evaluation.views_tables import arm_summary, efficiency_column, format_summary, group_summary, param_diff
 
@@ -101,17 +101,25 @@ def test_pair_cosines_matched_vs_random():
         pair_cosines(np.ones((3, 2)), np.ones((3, 4)))
 
 
-def test_split_attention_grid_and_text_and_head_mean():
-    att = np.zeros((1, 1, 2, 1, 6))                          # (n, layers, heads, Nq, Ti+Tt), Ti=4 on a 2x2 grid
+def test_attention_splits_by_modality_segment_and_head_mean():
+    att = np.zeros((1, 1, 2, 1, 6))                          # (n, layers, heads, Nq, T): image 4 (2x2), tabular 2
     att[0, 0, 0, 0] = [0.4, 0.1, 0.1, 0.1, 0.2, 0.1]
     att[0, 0, 1, 0] = [0.0, 0.0, 0.0, 0.0, 0.5, 0.5]
-    heat, text = split_attention(att, row=0, layer=0, head=0, query=0, ti=4, image_grid=(2, 2))
-    np.testing.assert_allclose(heat, [[0.4, 0.1], [0.1, 0.1]])
-    np.testing.assert_allclose(text, [0.2, 0.1])
-    heat_m, text_m = split_attention(att, row=0, layer=0, head=None, query=0, ti=4, image_grid=(2, 2))
-    assert heat_m[0, 0] == pytest.approx(0.2) and text_m[0] == pytest.approx(0.35)
-    with pytest.raises(ValueError, match="does not match Ti"):
-        split_attention(att, row=0, layer=0, head=0, query=0, ti=4, image_grid=(3, 2))
+    npz = {"attention": att, "modalities": np.array(["image", "tabular"]), "sizes": np.array([4, 2]), "Ti": 4}
+    segments = segments_of(npz)
+    assert segments == [("image", 4), ("tabular", 2)]
+    parts = split_segments(query_weights(att, row=0, layer=0, head=0, query=0), segments)
+    np.testing.assert_allclose(parts["image"], [0.4, 0.1, 0.1, 0.1])
+    np.testing.assert_allclose(parts["tabular"], [0.2, 0.1])
+    mean = split_segments(query_weights(att, row=0, layer=0, head=None, query=0), segments)
+    assert mean["image"][0] == pytest.approx(0.2) and mean["tabular"][0] == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="cover 5 columns"):
+        split_segments(parts["image"].tolist() + [0.0, 0.0], [("image", 4), ("tabular", 1)])
+    # an export from before the registry: Ti image columns, then text
+    assert segments_of({"attention": att, "Ti": np.asarray(4)}) == [("image", 4), ("text", 2)]
+    assert segments_of({"attention": att, "Ti": np.asarray(0)}) == [("text", 6)]
+    assert [view_of(m) for m in ("image", "text", "tabular", "audio", "smell")] == ["grid", "tokens", "bars",
+                                                                                   "bars", "bars"]
 
 
 def test_overlay_reddens_the_attended_corner_and_tokens_are_escaped():
@@ -160,10 +168,11 @@ def test_efficiency_column_formats_what_the_run_logged_and_says_what_it_did_not(
     assert older["Peak memory"] == "99.0 MiB (kind not logged)"
 
 
-def test_text_tokens_are_looked_up_by_item_never_by_row():
-    tokens = {"1": ["first"], "7": ["seventh"]}
-    assert item_text_tokens(tokens, 7) == ["seventh"]
-    assert item_text_tokens(tokens, 2) is None          # not tokens["1"] (row 1's key): item 2 has none exported
+def test_token_labels_are_looked_up_by_item_never_by_row():
+    labels = {"text": {"1": ["first"], "7": ["seventh"]}, "tabular": {"7": ["year=1995"]}}
+    assert item_labels(labels, "text", 7) == ["seventh"]
+    assert item_labels(labels, "text", 2) is None      # not labels["1"] (row 1's key): item 2 has none exported
+    assert item_labels(labels, "tabular", 7) == ["year=1995"] and item_labels(labels, "audio", 7) is None
 
 
 def test_ranker_weights_are_labelled_by_what_they_are():

@@ -146,7 +146,9 @@ def test_live_backbones_match_the_cached_tokens():
     cached = ItemTokenStore(build_item_tokens(raw, samples, cfg.encoder, progress=False))
     live = LiveTokenStore(raw, samples, cfg.encoder)
     items = torch.tensor([0, 1, 2, samples.num_items])
-    for a, b in zip(live(items), cached(items)):
+    got, want = live(items), cached(items)
+    assert list(got) == list(want) == ["image", "text"]
+    for a, b in ((x, y) for m in got for x, y in zip(got[m], want[m])):
         assert a.shape == b.shape
         if a.dtype == torch.bool:
             assert torch.equal(a, b)

@@ -18,7 +18,8 @@ def write_movielens(root: Path, *, n_items: int = 6, n_users: int = 3, poster_mi
     for m in range(1, n_items + 1):
         flags = {g: int(g == GENRES[1 + m % 5]) for g in GENRES}
         rows.append({"movie_id": m, "title": f"Movie {m} (1995)", **flags, "year": 1995,
-                     "overview": f"plot of movie {m}"})
+                     "overview": f"plot of movie {m}", "original_language": "fr" if m == 3 else "en",
+                     "runtime": 90.0 + m if m != 4 else None, "vote_average": 6.5, "vote_count": 10.0 * m})
         if m == 2:   # MovieLens' items.csv lists some ids twice: the first row wins
             rows.append({"movie_id": m, "title": "DUPLICATE", **flags, "year": 1995, "overview": "dup"})
     pd.DataFrame(rows).to_csv(root / "items.csv", index=False)

@@ -93,12 +93,14 @@ def test_layout_rows_follow_item_ids_and_missing_images_are_masked(enc):
 def test_second_build_hits_the_cache(enc, writes):
     first = build_item_tokens(fake_raw(), fake_samples(), enc, progress=False)
     second = build_item_tokens(fake_raw(), fake_samples(), enc, progress=False)
-    assert len(writes) == 1 and second.path == first.path
+    assert len(writes) == 2 and second.paths == first.paths                      # one build per modality
     assert np.array_equal(first.image, second.image) and second.text_tokens == first.text_tokens
 
 
-@pytest.mark.parametrize("change", ["fingerprint", "max_text_len", "text_layers", "image_size", "item_order"])
-def test_a_changed_input_gets_a_new_cache(enc, writes, change):
+@pytest.mark.parametrize("change, rebuilt", [("fingerprint", {"image", "text"}), ("max_text_len", {"text"}),
+                                             ("text_layers", {"text"}), ("image_size", {"image"}),
+                                             ("item_order", {"image", "text"})])
+def test_a_changed_input_gets_a_new_cache_of_the_modalities_it_touches(enc, writes, change, rebuilt):
     raw, samples = fake_raw(), fake_samples()
     base = build_item_tokens(raw, samples, enc, progress=False)
     if change == "fingerprint":
@@ -112,37 +114,45 @@ def test_a_changed_input_gets_a_new_cache(enc, writes, change):
     else:
         samples = fake_samples(tuple(sorted(ITEM_IDS)))
     other = build_item_tokens(raw, samples, enc, progress=False)
-    assert len(writes) == 2 and other.path != base.path and base.path.is_dir()
+    assert len(writes) == 2 + len(rebuilt)
+    assert {m for m in base.paths if other.paths[m] != base.paths[m]} == rebuilt
+    assert all(p.is_dir() for p in base.paths.values())
 
 
-def _truncate(path: Path) -> None:
-    f = path / "text.npy"
+def _truncate(paths: dict[str, Path]) -> str:
+    f = paths["text"] / "tokens.npy"
     f.write_bytes(f.read_bytes()[:-100])
+    return "text"
 
 
-def _flip_byte(path: Path) -> None:
-    f = path / "image.npy"
+def _flip_byte(paths: dict[str, Path]) -> str:
+    f = paths["image"] / "tokens.npy"
     data = bytearray(f.read_bytes())
     data[-5] ^= 0xFF
     f.write_bytes(bytes(data))
+    return "image"
 
 
-def _edit_manifest(path: Path) -> None:
-    m = json.loads((path / "manifest.json").read_text())
-    m["meta"]["missing_images"] = 0
-    (path / "manifest.json").write_text(json.dumps(m))
+def _edit_manifest(paths: dict[str, Path]) -> str:
+    m = json.loads((paths["image"] / "manifest.json").read_text())
+    m["meta"]["missing"] = 0
+    (paths["image"] / "manifest.json").write_text(json.dumps(m))
+    return "image"
 
 
-def _garble_manifest(path: Path) -> None:
-    (path / "manifest.json").write_text('{"files": {')
+def _garble_manifest(paths: dict[str, Path]) -> str:
+    (paths["text"] / "manifest.json").write_text('{"files": {')
+    return "text"
 
 
-def _delete_mask(path: Path) -> None:
-    (path / "image_mask.npy").unlink()
+def _delete_mask(paths: dict[str, Path]) -> str:
+    (paths["image"] / "mask.npy").unlink()
+    return "image"
 
 
-def _edit_tokens(path: Path) -> None:
-    (path / "text_tokens.json").write_text(json.dumps([["x"]] * 7))
+def _edit_tokens(paths: dict[str, Path]) -> str:
+    (paths["text"] / "labels.json").write_text(json.dumps([["x"]] * 7))
+    return "text"
 
 
 @pytest.mark.parametrize("corrupt", [_truncate, _flip_byte, _edit_manifest, _garble_manifest, _delete_mask,
@@ -150,12 +160,13 @@ def _edit_tokens(path: Path) -> None:
 def test_a_corrupt_cache_is_detected_and_rebuilt_with_a_warning(enc, writes, caplog, corrupt):
     first = build_item_tokens(fake_raw(), fake_samples(), enc, progress=False)
     expected = (np.array(first.image), np.array(first.text), first.text_tokens, first.missing_images)
-    path = first.path
+    paths = dict(first.paths)
     del first
-    corrupt(path)
+    damaged = corrupt(paths)
+    path = paths[damaged]
     with caplog.at_level(logging.WARNING, logger="em3.data.cache"):
         again = build_item_tokens(fake_raw(), fake_samples(), enc, progress=False)
-    assert len(writes) == 2                                                       # rebuilt, not used
+    assert len(writes) == 3                                  # the damaged modality rebuilt, not used; the other kept
     assert any(str(path) in r.getMessage() and "rebuilt" in r.getMessage() for r in caplog.records)
     assert np.array_equal(again.image, expected[0]) and np.array_equal(again.text, expected[1])
     assert again.text_tokens == expected[2] and again.missing_images == expected[3]
@@ -170,7 +181,7 @@ def test_a_leftover_temp_dir_is_ignored_and_cleaned(enc, writes):
         d.mkdir()
         (d / "image.npy").write_bytes(b"half")
     tok = build_item_tokens(fake_raw(), fake_samples(), enc, progress=False)
-    assert not dead.exists() and live.exists() and tok.path.parent == root
+    assert not dead.exists() and live.exists() and {p.parent for p in tok.paths.values()} == {root}
     assert not any(p.name.startswith(".tmp-") and p != live for p in root.iterdir())
 
 
@@ -226,4 +237,20 @@ def test_synthetic_tiny_cache_end_to_end():
     assert tok.image.shape == (n, 16, 448) and tok.text.shape == (n, cfg.encoder.max_text_len, 128)
     assert tok.image_grid == (4, 4) and tok.missing_images == 0 and tok.image_mask[1:].all()
     again = build_item_tokens(raw, samples, cfg.encoder, progress=False)
-    assert again.path == tok.path
+    assert again.paths == tok.paths
+
+
+def test_a_third_modality_is_cached_beside_the_others_and_a_source_without_it_is_refused(enc, writes):
+    raw = dataclasses.replace(fake_raw(), item_fields=("year", "lang"))
+    raw.items["year"] = [1990.0, 1995.0, np.nan, 2001.0, 2010.0, 1985.0]
+    raw.items["lang"] = ["en", "fr", "en", None, "en", "de"]
+    base = build_item_tokens(raw, fake_samples(), enc, progress=False)
+    both = build_item_tokens(raw, fake_samples(), enc, modalities=("text", "tabular", "image"), progress=False)
+    assert both.names == ("image", "text", "tabular")                            # registry order
+    assert len(writes) == 3 and both.paths["image"] == base.paths["image"]       # only tabular was built
+    tab = both["tabular"]
+    assert tab.tokens.shape == (7, 2, 2 + 2 + enc.tabular_buckets) and tab.mask[1:].all() and not tab.mask[0].any()
+    row = 1 + list(fake_samples().item_ids).index(12)                            # item 12: year missing
+    assert tab.labels[row] == ["year=?", "lang=en"] and tab.tokens[row, 0, 3] == 1   # the missing flag
+    with pytest.raises(CacheError, match="no 'audio' input"):
+        build_item_tokens(raw, fake_samples(), enc, modalities=("image", "audio"), progress=False)

@@ -62,15 +62,16 @@ def test_module_entry_point_has_no_traceback(tmp_path: Path):
 def test_build_cache_calls_the_feature_cache(monkeypatch, capsys):
     seen = {}
 
-    def build_item_tokens(raw, samples, enc_cfg, *, progress=True):
-        seen.update(raw=raw.name, items=samples.num_items, encoder=enc_cfg.image_encoder)
-        return types.SimpleNamespace(image=np.zeros((201, 4, 8)), text=np.zeros((201, 16, 8)), image_grid=(2, 2),
-                                     missing_images=0)
+    def build_item_tokens(raw, samples, enc_cfg, *, modalities, progress=True):
+        seen.update(raw=raw.name, items=samples.num_items, encoder=enc_cfg.image_encoder, modalities=modalities)
+        part = lambda t, grid, missing: types.SimpleNamespace(tokens=np.zeros(t), grid=grid, missing=missing)
+        return types.SimpleNamespace(modalities={"image": part((201, 4, 8), (2, 2), 3),
+                                                 "text": part((201, 16, 8), None, 0)})
 
     monkeypatch.setitem(sys.modules, "em3.data.cache", types.SimpleNamespace(build_item_tokens=build_item_tokens))
     assert main(["--preset", "tiny", "--build-cache"]) == 0
-    assert seen == {"raw": "synthetic-tiny", "items": 200, "encoder": "scratch"}
-    assert "feature cache  image (201, 4, 8)" in capsys.readouterr().out
+    assert seen == {"raw": "synthetic-tiny", "items": 200, "encoder": "scratch", "modalities": ("image", "text")}
+    assert "feature cache  image (201, 4, 8) grid (2, 2), 3 masked; text (201, 16, 8);" in capsys.readouterr().out
 
 
 def test_load_dataset_dispatch(tmp_path: Path, monkeypatch):

@@ -27,6 +27,11 @@ def test_fake_layout_loads(fake_movielens: Path):
     assert raw.load_image(6) is None
     cov = image_coverage(raw)
     assert (cov.readable, cov.missing, cov.unreadable) == (5, 1, 0)
+    # the tabular modality's fields: numeric as float (a missing runtime NaN), the language as text
+    assert raw.item_fields == ("year", "runtime", "vote_count", "vote_average", "original_language")
+    by_id = raw.items.set_index("item_id")
+    assert by_id.loc[3, "original_language"] == "fr" and np.isnan(by_id.loc[4, "runtime"])
+    assert by_id.loc[2, "vote_count"] == 20.0 and not set(raw.item_fields) & set(raw.attribute_columns)
 
 
 def test_fingerprint_follows_the_files(fake_movielens: Path):
@@ -98,6 +103,8 @@ def test_real_movielens(movielens_dir: Path):
     assert len(raw.interactions) == 100_000 and raw.interactions["user_id"].nunique() == 943
     assert raw.items["image_path"].isna().sum() == 19
     assert raw.items.loc[raw.items["item_id"] == 1, "title"].item() == "Toy Story (1995)"
+    assert raw.item_fields == ("year", "runtime", "vote_count", "vote_average", "original_language")
+    assert raw.items["original_language"].value_counts().index[0] == "en" and raw.items["runtime"].notna().mean() > 0.95
     s = build_samples(raw, DataConfig(max_history=50))
     assert abs(s.label.mean() - 0.554) < 0.001
     assert {k: len(v) for k, v in s.splits.items()} == {"train": 71784, "val": 9008, "test": 9049, "test_cold": 10159}

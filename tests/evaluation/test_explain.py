@@ -67,14 +67,22 @@ def test_ranker_attention_of_an_id_only_run_is_the_id_attention(tmp_path):
     assert str(ra["weights_kind"]) == "id" and "content_weights" not in ra
 
 
-def test_text_tokens_are_keyed_by_item_and_a_missing_row_fails_loudly(tmp_path):
-    model, tokens = _model(), make_tokens()
-    tokens = replace(tokens, text_tokens=[[f"item{i}-w{j}" for j in range(2)] for i in range(NUM_ITEMS + 1)])
+def _with_text_labels(tokens, labels):
+    return replace(tokens, modalities={**tokens.modalities, "text": replace(tokens["text"], labels=labels)})
+
+
+def test_token_labels_are_keyed_by_item_and_a_missing_row_fails_loudly(tmp_path):
+    model = _model()
+    tokens = _with_text_labels(make_tokens(), [[f"item{i}-w{j}" for j in range(2)] for i in range(NUM_ITEMS + 1)])
     write_fusion_attention(model, tokens, np.array([2, 7]), device=CPU, directory=tmp_path)
-    assert json.loads((tmp_path / "text_tokens.json").read_text()) == {"2": ["item2-w0", "item2-w1"],
-                                                                        "7": ["item7-w0", "item7-w1"]}
-    short = replace(tokens, text_tokens=tokens.text_tokens[:5])
-    with pytest.raises(ValueError, match="text_tokens has 5 rows"):
+    want = {"2": ["item2-w0", "item2-w1"], "7": ["item7-w0", "item7-w1"]}
+    assert json.loads((tmp_path / "token_labels.json").read_text()) == {"text": want}
+    assert json.loads((tmp_path / "text_tokens.json").read_text()) == want       # the pre-registry name
+    att = np.load(tmp_path / "fusion_attention.npz")
+    assert att["modalities"].tolist() == ["image", "text"] and att["sizes"].tolist() == [4, 5]
+    assert att["attention"].shape[-1] == 4 + 5 and int(att["Ti"]) == 4 and att["image_grid"].tolist() == [2, 2]
+    short = _with_text_labels(tokens, tokens.text_tokens[:5])
+    with pytest.raises(ValueError, match=r"tokens\['text'\].labels has 5 rows"):
         write_fusion_attention(model, short, np.array([2, 7]), device=CPU, directory=tmp_path)
 
 

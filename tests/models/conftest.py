@@ -62,8 +62,8 @@ def make_tokens(seed: int = 0) -> ItemTokens:
         arr[0] = 0
         mask[0] = False
         arr[~mask] = 0
-    return ItemTokens(image=image, image_mask=image_mask, text=text, text_mask=text_mask, image_grid=(2, 2),
-                      text_tokens=[[f"t{j}" for j in range(TT)] for _ in range(n)], missing_images=1)
+    return ItemTokens.of(image=image, image_mask=image_mask, text=text, text_mask=text_mask, image_grid=(2, 2),
+                      text_labels=[[f"t{j}" for j in range(TT)] for _ in range(n)], image_missing=1)
 
 
 def make_batch(b: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:

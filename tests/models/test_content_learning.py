@@ -27,8 +27,8 @@ def _planted(seed: int = 0):
     mask = np.ones((ITEMS + 1, 2), bool)
     mask[0] = False
     image[0], text[0] = 0, 0
-    tokens = ItemTokens(image=image, image_mask=mask, text=text, text_mask=mask.copy(), image_grid=(1, 2),
-                        text_tokens=[], missing_images=0)
+    tokens = ItemTokens.of(image=image, image_mask=mask, text=text, text_mask=mask.copy(), image_grid=(1, 2),
+                        text_labels=[], image_missing=0)
     pref = np.arange(USERS) % 4
     warm = np.array([i for i in range(1, ITEMS + 1) if i not in COLD])
     liked = {u: warm[attr[warm] == pref[u]] for u in range(USERS)}

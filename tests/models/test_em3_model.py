@@ -1,6 +1,8 @@
 """The EM3 model: every arm and ranker trains a step; determinism, dedup, CIC outputs, exports."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -102,15 +104,16 @@ def test_exports(config, samples, tokens):
     assert ids.shape == (NUM_ITEMS + 1, 8)
     torch.testing.assert_close(ids[11], model.item_id_emb.weight[1].detach())   # cold -> the unknown row
     assert (ids[0] == 0).all()
-    att = model.fusion_attention(torch.tensor([1, 3]))
+    att, segments = model.fusion_attention(torch.tensor([1, 3]))
     assert len(att) == 1 and att[0].shape == (2, 2, 2, 4 + 5)      # (N, heads, Nq, Ti+Tt)
+    assert segments == (("image", 4), ("text", 5))
     assert (att[0][1, :, :, :4] == 0).all()                  # item 3 has no image
 
 
 def test_id_only_exports_and_counts(config, samples):
     model = _model(config, samples, None, "id_only")
     assert not model.has_content and model.item_content_embeddings().shape == (NUM_ITEMS + 1, 0)
-    assert model.fusion_attention(torch.tensor([1])) == []
+    assert model.fusion_attention(torch.tensor([1])) == ([], ())
     trainable, total = model.count_parameters()
     assert trainable == total == sum(p.numel() for p in model.parameters())
 
@@ -136,9 +139,9 @@ def test_lora_trains_far_fewer_parameters_in_the_history_path(config, samples, t
                                           ({"speed__compute_dtype": "bf16"}, torch.bfloat16)])
 def test_token_buffers_have_the_store_dtype_and_are_not_checkpointed(config, samples, tokens, speed, dtype):
     model = _model(config, samples, tokens, **speed)
-    assert model.content.store.image.dtype == dtype and model.content.store.text.dtype == dtype
+    assert model.content.store.image_tokens.dtype == dtype and model.content.store.text_tokens.dtype == dtype
     keys = model.state_dict().keys()
-    assert not any(k.endswith(("store.image", "store.text", "id_index", "warm_items")) for k in keys)
+    assert not any(k.endswith(("_tokens", "_mask", "id_index", "warm_items")) for k in keys)
     fresh = _model(config, samples, tokens, seed=1, **speed)
     fresh.load_state_dict(model.state_dict())               # a checkpoint round-trips
     batch = make_batch()
@@ -149,6 +152,6 @@ def test_build_model_rejects_missing_or_mismatched_tokens(config, samples):
     with pytest.raises(ConfigError, match="model.use_content"):
         _model(config, samples, None, "em3")
     bad = make_tokens()
-    bad = type(bad)(**{**bad.__dict__, "text": bad.text[:-1]})
-    with pytest.raises(CacheError, match="ItemTokens.text"):
+    bad = type(bad)({**bad.modalities, "text": dataclasses.replace(bad["text"], tokens=bad.text[:-1])})
+    with pytest.raises(CacheError, match=r"ItemTokens\['text'\].tokens"):
         _model(config, samples, bad, "em3")

@@ -98,7 +98,7 @@ def test_dedup_encodes_each_unique_item_once(config, tokens, monkeypatch):
 
 def test_precomputed_has_no_qformer_and_only_a_projection(config, tokens):
     enc = _encoder(config, tokens, "precomputed")
-    assert enc.fusion is None and enc.attention(TARGET) == []
+    assert enc.fusion is None and enc.attention(TARGET) == ([], ())
     assert [n for n, _ in enc.named_parameters()] == ["precomputed.token_proj.weight", "precomputed.token_proj.bias"]
     assert enc.precomputed.features.shape == (13, 10 + 7)
 

@@ -81,10 +81,10 @@ def bench(*, steps: int = 10, batch_size: int = 256, history: int = 50) -> list[
     items, users, ti, ci, tt, ct = 1682, 943, 49, 1280, 64, 384
     rng = np.random.default_rng(0)
     text_mask = np.arange(tt)[None] < rng.integers(8, tt + 1, size=items + 1)[:, None]
-    tokens = ItemTokens(image=rng.normal(size=(items + 1, ti, ci)).astype(np.float16),
+    tokens = ItemTokens.of(image=rng.normal(size=(items + 1, ti, ci)).astype(np.float16),
                         image_mask=np.ones((items + 1, ti), bool),
                         text=rng.normal(size=(items + 1, tt, ct)).astype(np.float16),
-                        text_mask=text_mask, image_grid=(7, 7), text_tokens=[], missing_images=0)
+                        text_mask=text_mask, image_grid=(7, 7), text_labels=[], image_missing=0)
     id_index = np.arange(items + 1, dtype=np.int64) + 1
     id_index[0] = 0
     e = np.zeros(0, np.int64)

@@ -46,4 +46,4 @@ def test_the_token_store_takes_the_resolved_dtype(monkeypatch):
     for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(precision, "native_bf16", lambda n=native: n)
         model = build_model(cfg, samples=data.samples, tokens=data.tokens)
-        assert model.content.store.image.dtype == dtype
+        assert model.content.store.image_tokens.dtype == dtype

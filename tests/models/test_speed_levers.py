@@ -47,7 +47,9 @@ def test_exact_levers_keep_logits_and_gradients(config, samples, tokens, batch, 
 def test_queries_only_last_layer_keeps_attention_maps(config, samples, tokens):
     off, on = _pair(config, samples, tokens, "queries_only_last_layer", model__fusion__num_layers=2)
     items = torch.arange(1, 6)
-    for w_off, w_on in zip(off.fusion_attention(items), on.fusion_attention(items), strict=True):
+    (a_off, s_off), (a_on, s_on) = off.fusion_attention(items), on.fusion_attention(items)
+    assert s_off == s_on and a_off
+    for w_off, w_on in zip(a_off, a_on, strict=True):
         torch.testing.assert_close(w_on, w_off)
 
 

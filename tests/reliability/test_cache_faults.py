@@ -57,17 +57,18 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 def test_a_writer_killed_mid_write_leaves_the_good_cache_and_no_half_cache(tmp_path: Path, caplog):
     root = tmp_path / "cache"
     good = build_item_tokens(fake_raw(), fake_samples(), _enc(root), progress=False)     # key A: fp-1
-    good_files = _snapshot(good.path)
+    good_files = {m: _snapshot(p) for m, p in good.paths.items()}
 
     proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(REPO), str(root)], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert "image.npy" in proc.stdout                                           # it died after writing arrays
+    assert "tokens.npy" in proc.stdout                                          # it died after writing arrays
     leftovers = [p for p in root.iterdir() if p.name.startswith(".tmp-")]
     assert len(leftovers) == 1                                                  # the half-written temp dir
     published = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    assert published == [good.path]                                             # no half cache under a real key
-    assert _snapshot(good.path) == good_files and verify_manifest(good.path)["missing_images"] == 2
+    assert published == sorted(good.paths.values())                             # no half cache under a real key
+    assert {m: _snapshot(p) for m, p in good.paths.items()} == good_files
+    assert verify_manifest(good.paths["image"])["missing"] == 2
 
     # the next build (another process, after the crash) cleans the leftover and builds key B from scratch
     raw_b = dataclasses.replace(fake_raw(), fingerprint="fp-2")
@@ -79,7 +80,7 @@ def test_a_writer_killed_mid_write_leaves_the_good_cache_and_no_half_cache(tmp_p
     assert rebuilt.text_tokens == reference.text_tokens
     # and the previous good cache is still a hit, byte for byte
     again = build_item_tokens(fake_raw(), fake_samples(), _enc(root), progress=False)
-    assert again.path == good.path and _snapshot(good.path) == good_files
+    assert again.paths == good.paths and {m: _snapshot(p) for m, p in good.paths.items()} == good_files
 
 
 @pytest.mark.parametrize("fault", ["truncate", "flip_block", "swap_files"])
@@ -87,9 +88,9 @@ def test_a_damaged_cache_is_named_and_never_loaded_as_garbage(tmp_path: Path, ca
     root = tmp_path / "cache"
     first = build_item_tokens(fake_raw(), fake_samples(), _enc(root), progress=False)
     expected_image, expected_text = np.array(first.image), np.array(first.text)
-    path = first.path
+    path = first.paths["image"]
     del first
-    target = path / "image.npy"
+    target = path / "tokens.npy"
     data = target.read_bytes()
     if fault == "truncate":
         target.write_bytes(data[: len(data) // 2])
@@ -103,4 +104,4 @@ def test_a_damaged_cache_is_named_and_never_loaded_as_garbage(tmp_path: Path, ca
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any(str(target) in w and "rebuilt" in w for w in warnings), warnings
     assert np.array_equal(tokens.image, expected_image) and np.array_equal(tokens.text, expected_text)
-    verify_manifest(tokens.path)            # what is on disk now passes the full checksum
+    verify_manifest(tokens.paths["image"])  # what is on disk now passes the full checksum

@@ -42,8 +42,9 @@ class FakeFusion(nn.Module):
         self.image_proj = nn.Linear(image_dim, dim)
         self.text_proj = nn.Linear(text_dim, dim)
 
-    def forward(self, image: Tensor, image_mask: Tensor, text: Tensor, text_mask: Tensor) -> FakeOutput:
+    def forward(self, inputs: dict[str, tuple[Tensor, Tensor]]) -> FakeOutput:
         def pool(x: Tensor, m: Tensor) -> Tensor:
             m = m.float().unsqueeze(-1)
             return (x * m).sum(1) / m.sum(1).clamp(min=1)
+        (image, image_mask), (text, text_mask) = inputs["image"], inputs["text"]
         return FakeOutput(pool(self.image_proj(image), image_mask) + pool(self.text_proj(text), text_mask))

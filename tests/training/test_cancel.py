@@ -53,7 +53,8 @@ def test_cache_batch_reports_progress_and_cancels_the_build_leaving_nothing_behi
     hooks = Hooks(on_progress=seen.append, should_stop=lambda: len(seen) >= 2)
     with pytest.raises(Cancelled):
         build_item_tokens(raw, samples, cfg.encoder, progress=False, on_batch=hooks.cache_batch)
-    assert [(p.phase, p.step, p.steps_per_epoch) for p in seen] == [("cache", 64, 200), ("cache", 128, 200)]
+    # done / total item encodings over the modalities to build: 200 items x (image, text)
+    assert [(p.phase, p.step, p.steps_per_epoch) for p in seen] == [("cache", 64, 400), ("cache", 128, 400)]
     root = cache_dir(cfg.encoder.cache_dir)
     assert not [p for p in root.iterdir() if p.name.startswith(".tmp")]       # the half-written cache is gone
 

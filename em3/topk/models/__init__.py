@@ -53,7 +53,7 @@ def default_fusion(cfg: TopKConfig, *, image_dim: int, text_dim: int) -> nn.Modu
 
     fcfg = FusionConfig(mode="selfattn", num_queries=cfg.fusion_queries, num_layers=cfg.fusion_layers,
                         num_heads=cfg.fusion_heads, dim=cfg.embedding_dim, dropout=cfg.fusion_dropout)
-    return FusionQFormer(fcfg, image_dim=image_dim, text_dim=text_dim)
+    return FusionQFormer(fcfg, dims={"image": image_dim, "text": text_dim})
 
 
 def build_model(cfg: TopKConfig, data: TopKData, *, fusion: nn.Module | None = None) -> nn.Module:

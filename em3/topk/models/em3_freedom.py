@@ -20,8 +20,8 @@ from em3.topk.models.freedom import Freedom
 class ItemContent(nn.Module):
     """All items' content embeddings from a fusion module over fixed item tokens.
 
-    fusion(image (I, Ti, Ci), image_mask (I, Ti), text (I, Tt, Ct), text_mask (I, Tt)) must return
-    an object with `.embedding` (I, D) — the FusionQFormer contract.
+    fusion({"image": (image (I, Ti, Ci), image_mask (I, Ti)), "text": (text (I, Tt, Ct), text_mask (I, Tt))})
+    must return an object with `.embedding` (I, D) — the FusionQFormer contract.
     """
 
     def __init__(self, fusion: nn.Module, *, image: Tensor, image_mask: Tensor, text: Tensor, text_mask: Tensor):
@@ -34,7 +34,8 @@ class ItemContent(nn.Module):
         self.register_buffer("text_mask", text_mask, persistent=False)
 
     def forward(self) -> Tensor:
-        return self.fusion(self.image.float(), self.image_mask, self.text.float(), self.text_mask).embedding   # (I, D)
+        inputs = {"image": (self.image.float(), self.image_mask), "text": (self.text.float(), self.text_mask)}
+        return self.fusion(inputs).embedding                           # (I, D)
 
 
 class EM3Freedom(nn.Module):
