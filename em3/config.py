@@ -87,6 +87,10 @@ class DataConfig:
         "columns become vocabulary codes, numeric ones quantile buckets; code 0 = unknown or missing."))
     user_feature_buckets: int = field(default=10, metadata=_help(
         "Quantile buckets of a numeric user feature (edges from every user of the users table)."))
+    item_fields: tuple[str, ...] = field(default=(AUTO_USER_FEATURES,), metadata=_help(
+        "Item-table columns the tabular modality tokenises: 'auto' = the source's own list (MovieLens: year, "
+        "runtime, vote_count, vote_average, original_language; files: the extra item columns; synthetic: "
+        "none), or column names (e.g. year,runtime to leave TMDB's later vote counts out); empty = none."))
 
     def __post_init__(self) -> None:
         _choice(self.source, SOURCES, "data.source")
@@ -99,6 +103,10 @@ class DataConfig:
             _check(0.0 <= getattr(self, n) < 0.5, f"data.{n}", f"must be in [0, 0.5), got {getattr(self, n)}")
         _positive(self, "user_feature_buckets", prefix="data")
         _check_user_features(self.user_features)
+        _check(AUTO_USER_FEATURES not in self.item_fields or self.item_fields == (AUTO_USER_FEATURES,),
+               "data.item_fields", f"'auto' stands alone (the source's own fields), got {list(self.item_fields)}")
+        _check(len(set(self.item_fields)) == len(self.item_fields), "data.item_fields",
+               f"a column is named twice in {list(self.item_fields)}")
 
 
 @dataclass(frozen=True)

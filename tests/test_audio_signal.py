@@ -10,13 +10,10 @@ with the preset's settings for every arm; an arm differs only in model.fusion.mo
 from __future__ import annotations
 
 import pytest
-import torch
 
 from em3.config import preset, with_overrides
 from em3.data.prepare import prepare
-from em3.evaluation.evaluate import evaluate_splits
-from em3.models.em3 import build_model
-from em3.training.fit import fit
+from tests.cold_auc import test_cold_auc
 
 FUSED = {"image+text+audio": ("image", "text", "audio"), "image+text": ("image", "text"),
          "image+audio": ("image", "audio"), "text+audio": ("text", "audio")}
@@ -34,18 +31,7 @@ def audio():
 def _test_cold_auc(audio, modalities: tuple[str, ...]) -> float:
     samples, tokens = audio
     cfg = with_overrides(preset("audio"), {"train.seed": MODEL_SEED, "model.fusion.modalities": modalities})
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg, samples=samples, tokens=tokens)
-        assert tuple(model.content.fusion.modalities) == modalities
-        fit(model, samples, cfg, device=torch.device("cpu"))
-        metrics = evaluate_splits(model, samples, batch_size=cfg.train.eval_batch_size, device=torch.device("cpu"),
-                                  splits=("test_cold",))
-    finally:
-        torch.set_num_threads(before)
-    return metrics["test_cold/auc"]
+    return test_cold_auc(cfg, samples, tokens)
 
 
 @pytest.mark.slow

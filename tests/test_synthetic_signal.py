@@ -10,13 +10,10 @@ learning rates and early stopping). Measured numbers and the commands: docs/note
 from __future__ import annotations
 
 import pytest
-import torch
 
 from em3.config import preset, with_overrides
 from em3.data.prepare import prepare
-from em3.evaluation.evaluate import evaluate_splits
-from em3.models.em3 import build_model
-from em3.training.fit import fit
+from tests.cold_auc import test_cold_auc
 
 ARMS = ("id_only", "em3", "em3_image_only", "em3_text_only")
 # Measured test_cold AUC (1 CPU thread), model seed 0 / 1 (docs/notes/synthetic_signal.md):
@@ -34,18 +31,7 @@ def small():
 
 def _test_cold_auc(small, arm: str) -> float:
     samples, tokens = small
-    cfg = with_overrides(preset("small", arm), {"train.seed": MODEL_SEED})
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)        # small batches on a shared 2-core box: one thread is fastest
-    try:
-        torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg, samples=samples, tokens=tokens if cfg.model.use_content else None)
-        fit(model, samples, cfg, device=torch.device("cpu"))
-        metrics = evaluate_splits(model, samples, batch_size=cfg.train.eval_batch_size, device=torch.device("cpu"),
-                                  splits=("test_cold",))
-    finally:
-        torch.set_num_threads(before)
-    return metrics["test_cold/auc"]
+    return test_cold_auc(with_overrides(preset("small", arm), {"train.seed": MODEL_SEED}), samples, tokens)
 
 
 @pytest.mark.slow

@@ -2,42 +2,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 from PIL import Image
 
+from em3.data.folder_files import FolderFiles
 from em3.data.schema import RawDataset
 
 
-class FolderImages:
-    """`load_image` of a folder-backed dataset: item_id -> RGB image, or None.
+class FolderImages(FolderFiles):
+    """`load_image` of a folder-backed dataset: item_id -> RGB image, or None (missing, or truncated, corrupt,
+    not an image: see FolderFiles)."""
 
-    `missing` holds the items with no image path or no file; `unreadable` the items whose
-    file failed to decode (truncated, corrupt, not an image). Both fill as images are asked for.
-    """
+    kind = "image"
+    errors = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
-    def __init__(self, paths: Mapping[int, str | None]) -> None:
-        self._paths = {int(k): (v if isinstance(v, str) and v else None) for k, v in paths.items()}
-        self.missing: set[int] = set()
-        self.unreadable: dict[int, str] = {}   # item_id -> why
-
-    def path(self, item_id: int) -> str | None:
-        return self._paths.get(int(item_id))
-
-    def __call__(self, item_id: int) -> Image.Image | None:
-        item_id = int(item_id)
-        p = self._paths.get(item_id)
-        if not p or not Path(p).is_file():
-            self.missing.add(item_id)
-            return None
-        try:
-            with Image.open(p) as img:
-                img.load()   # decode now: a truncated file fails here, not later in the encoder
-                return img.convert("RGB")
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            self.unreadable[item_id] = f"{p}: {type(e).__name__}: {e}"
-            return None
+    def decode(self, path: str) -> Image.Image:
+        with Image.open(path) as img:
+            img.load()   # decode now: a truncated file fails here, not later in the encoder
+            return img.convert("RGB")
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,13 @@
 sound (None), logged, never an error."""
 from __future__ import annotations
 
-import logging
 import wave
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
+from em3.data.folder_files import FolderFiles
 from em3.data.synthetic_audio import SAMPLE_RATE
-
-log = logging.getLogger(__name__)
 
 
 def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
@@ -49,38 +46,16 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return np.clip(x, -1.0, 1.0).astype(np.float32), rate
 
 
-class FolderAudio:
-    """`loaders["audio"]` of a folder-backed dataset: item_id -> mono float32 at SAMPLE_RATE, or None.
+class FolderAudio(FolderFiles):
+    """`loaders["audio"]` of a folder-backed dataset: item_id -> mono float32 at SAMPLE_RATE, or None (no path,
+    no file, or one that is no PCM WAV: counted and logged, see FolderFiles)."""
 
-    `missing` holds the items with no audio path or no file; `unreadable` the items whose file failed
-    to decode (truncated, not PCM WAV). Both fill, with a logged warning, as sounds are asked for.
-    """
+    kind = "audio"
+    errors = (OSError, EOFError, wave.Error, ValueError)
+    warn = True
 
-    def __init__(self, paths: Mapping[int, str | None]) -> None:
-        self._paths = {int(k): (v if isinstance(v, str) and v else None) for k, v in paths.items()}
-        self.missing: set[int] = set()
-        self.unreadable: dict[int, str] = {}   # item_id -> why
-
-    def path(self, item_id: int) -> str | None:
-        return self._paths.get(int(item_id))
-
-    def __call__(self, item_id: int) -> np.ndarray | None:
-        item_id = int(item_id)
-        p = self._paths.get(item_id)
-        if not p:
-            self.missing.add(item_id)
-            return None
-        if not Path(p).is_file():
-            self.missing.add(item_id)
-            log.warning("audio of item_id %s: %s does not exist; masked", item_id, p)
-            return None
-        try:
-            x, rate = read_wav(p)
-        except (OSError, EOFError, wave.Error, ValueError) as e:
-            self.unreadable[item_id] = f"{p}: {type(e).__name__}: {e}"
-            log.warning("audio of item_id %s is unreadable (%s); masked", item_id, self.unreadable[item_id])
-            return None
+    def decode(self, path: str) -> np.ndarray:
+        x, rate = read_wav(path)
         if rate <= 0:
-            self.unreadable[item_id] = f"{p}: sample rate {rate}"
-            return None
+            raise ValueError(f"sample rate {rate}")
         return resample(x, rate, SAMPLE_RATE)

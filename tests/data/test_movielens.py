@@ -114,3 +114,15 @@ def test_real_movielens(movielens_dir: Path):
     for r in rows[::7]:
         h = s.history[r][s.history[r] != 0]
         assert all(when[(s.user[r], it)] < s.timestamp[r] for it in h.tolist())
+
+
+def test_item_fields_choose_the_tabular_columns(fake_movielens: Path):
+    from em3.data.load import load_dataset
+    cfg = DataConfig(source="movielens-100k", data_dir=str(fake_movielens), item_fields=("year", "runtime"))
+    assert load_dataset(cfg).item_fields == ("year", "runtime")
+    assert load_dataset(DataConfig(source="movielens-100k", data_dir=str(fake_movielens))).item_fields[-1] == \
+        "original_language"                                                      # 'auto': the source's own
+    with pytest.raises(DataError, match=r"data.item_fields: \['budget'\]"):
+        load_dataset(DataConfig(source="movielens-100k", data_dir=str(fake_movielens), item_fields=("budget",)))
+    with pytest.raises(ValueError, match="data.item_fields"):
+        DataConfig(item_fields=("auto", "year"))
