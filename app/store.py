@@ -19,7 +19,7 @@ import streamlit as st
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from app.store_sqlite import RunRow, read_runs
+from app.store_sqlite import RunRow, db_path, read_runs
 from em3.arms import arm_label
 from em3.paths import tracking_uri
 
@@ -45,9 +45,8 @@ def ui_url(experiment_id: str, run_id: str) -> str:
 
 
 def _store_exists(store_uri: str) -> bool:
-    if store_uri.startswith("sqlite:///"):
-        return Path(store_uri[len("sqlite:///"):]).exists()
-    return True
+    path = db_path(store_uri)
+    return path is None or path.exists()
 
 
 @st.cache_data(ttl=10, show_spinner=False)

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from em3.config import EncoderConfig
-from em3.data.cache import item_texts, read_image, resolve_image_size
 from em3.data.schema import RawDataset, SampleSet
+from em3.modalities.image import read_image, resolve_image_size
+from em3.modalities.text import item_texts
 from em3.models.encoders import load_image_encoder, load_text_encoder
 
 

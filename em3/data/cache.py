@@ -31,8 +31,6 @@ from em3.data.atomic import clean_stale_temps, discard, new_temp_dir, publish, v
 from em3.data.schema import ITEM_COLUMNS, RawDataset, SampleSet
 from em3.errors import CacheError
 from em3.modalities.base import ModalityTokens
-from em3.modalities.image import read_image, resolve_image_size   # noqa: F401  (re-exported: live_tokens, tests)
-from em3.modalities.text import item_texts                        # noqa: F401
 from em3.paths import cache_dir
 
 log = logging.getLogger(__name__)
