@@ -253,6 +253,16 @@ def _table_after(driver, heading: str) -> str:
         f"//*[self::h1 or self::h2 or self::h3][contains(., '{heading}')]/following::*[@data-testid='stDataFrame'][1]")
 
 
+def _wait_table_after(driver, heading: str, timeout: float) -> str:
+    """_table_after once the grid has drawn its cells (the heading can appear a moment before the table)."""
+    end = time.time() + timeout
+    text = _table_after(driver, heading)
+    while not text.strip() and time.time() < end:
+        time.sleep(0.5)
+        text = _table_after(driver, heading)
+    return text
+
+
 def _user_with_hits(root: Path) -> tuple[str, int]:
     """(user id, hits) of the exported user with most top-K hits in their test period that typing its id selects.
 
@@ -313,7 +323,7 @@ def test_first_ten_minutes_on_the_demo_defaults(new_user_server, browser, tmp_pa
     _wait_text(d, "Final metrics", 90)
     _wait_text(d, "Efficiency", 60)
     _no_exception(d)
-    efficiency = _table_after(d, "Efficiency")
+    efficiency = _wait_table_after(d, "Efficiency", 60)
     for label in ("Trainable parameters", "History-path trainable parameters", "Train seconds / epoch",
                   "Training samples / s", "Peak memory", "Device"):
         assert label in efficiency, f"efficiency panel lacks {label!r}: {efficiency[:1000]}"
