@@ -315,6 +315,14 @@ class SpeedConfig:
     eval_item_cache: bool = field(default=True, metadata=_help(
         "Exact. Evaluation encodes every item once per path (target, history) and runs only the ranker over "
         "the split's rows, instead of re-encoding each batch's items."))
+    fast_dropout: bool = field(default=False, metadata=_help(
+        "Every dropout draws its mask 3 elements per 64-bit random number (em3/models/dropout.py) instead of "
+        "torch's one per element: the same Bernoulli(p) masks in law (p rounded to 1/65536), another random "
+        "stream, so results change like another seed."))
+    fill_uninitialized: bool = field(default=True, metadata=_help(
+        "Exact. Under train.deterministic, let torch fill every new tensor with NaN before its kernel writes it "
+        "(torch.utils.deterministic.fill_uninitialized_memory, torch's default): a pass over each large output, "
+        "e.g. every step's token gathers. False skips the fill; the kernels overwrite what they return."))
     threads: int = field(default=0, metadata=_help(
         "torch CPU threads for a run (0 = the number of physical cores available to the process)."))
     keep_heap: bool = field(default=True, metadata=_help(
@@ -559,6 +567,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         # matmuls: emulated, it is 33% slower than fp32 (session 6, an AVX-512 Xeon without AVX512-BF16)
         "train.epochs": 10, "train.batch_size": 1024, "speed.compute_dtype": "auto",
         "train.lr_ranker": 2e-3, "train.lr_content": 2e-3,
+        # cheaper dropout masks and no NaN pre-fill of new tensors: a third off the em3 step on the CPU
+        # (docs/RESULTS.md, "Speed", session 8); the fill is exact, the masks are another random stream
+        "speed.fast_dropout": True, "speed.fill_uninitialized": False,
+        # issue 13's levers, each chosen on validation with em3/DIN, seed 0 (docs/RESULTS.md, "Toward a standard
+        # DIN", session 8): all 6 MiniLM layers (val AUC 0.7921 vs 0.7888 with 2), posters at their native size
+        # (224x160 input: 0.7902), user features on, ID dropout p = 0.2 (val_cold AUC 0.674 vs 0.655 at p = 0,
+        # 0.671 at 0.35, 0.663 at 0.5)
+        "encoder.text_layers": 6, "model.ranker.user_features": True, "train.id_dropout": 0.2,
     },
 }
 

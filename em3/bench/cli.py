@@ -37,6 +37,9 @@ def quality_parser() -> argparse.ArgumentParser:
                    help="search by seeded TPE instead of a grid, repeatable: KEY=log:LOW:HIGH, float:LOW:HIGH, "
                         "int:LOW:HIGH or choice:A,B (e.g. train.lr_ranker=log:5e-4:8e-3)")
     p.add_argument("--trials", type=int, default=6, help="with --space: search points per arm x ranker (default 6)")
+    p.add_argument("--criterion", default="val/auc",
+                   help="validation metric the search maximises: val/auc (default), val/gauc, val_cold/auc or "
+                        "val_cold/gauc (cold ones need --set data.val_cold_item_frac=F > 0); never a test metric")
     p.add_argument("--budget-minutes", type=float, default=0.0, help="start no new run after this many minutes")
     p.add_argument("--shard", default="0/1", metavar="K/N",
                    help="train only the runs whose config hash is K mod N (N processes sharing one store)")
@@ -99,7 +102,11 @@ def quality_main(argv: list[str] | None = None) -> int:
             grid = {} if (args.quick or space) else dict(DEFAULT_GRID)
         spec = quality.QualitySpec(base=base, arms=quality.parse_list(args.arms, tuple(ARMS), "--arms"),
                                    rankers=quality.parse_list(args.rankers, RANKERS, "--rankers"),
-                                   seeds=seeds, grid=grid, space=space, trials=args.trials if space else 0)
+                                   seeds=seeds, grid=grid, space=space, trials=args.trials if space else 0,
+                                   criterion=args.criterion)
+        if spec.criterion.startswith("val_cold/") and base.data.val_cold_item_frac <= 0:
+            raise ValueError(f"--criterion {spec.criterion}: the split has no val_cold "
+                             "(add --set data.val_cold_item_frac=0.1)")
         _ = spec.points   # validates the grid keys now
         k, n = (int(v) for v in args.shard.split("/"))
         if not 0 <= k < n:

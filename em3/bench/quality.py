@@ -21,6 +21,7 @@ QUICK_MOVIELENS = {"train.epochs": 1, "train.max_steps_per_epoch": 20}
 QUICK_SYNTHETIC = {"train.epochs": 1, "train.max_steps_per_epoch": 3}
 ROLE_TAG = "em3.bench_role"
 POINT_TAG = "em3.bench_point"
+CRITERIA = ("val/auc", "val/gauc", "val_cold/auc", "val_cold/gauc")   # cold ones need data.val_cold_item_frac > 0
 CELL_TAG = "em3.bench_cell"     # "arm/ranker" as the bench asked for it (a searched knob may tag a run `custom`)
 
 
@@ -39,6 +40,12 @@ class QualitySpec:
     grid: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     space: Mapping[str, Knob] = field(default_factory=dict)
     trials: int = 0
+    criterion: str = "val/auc"          # the validation metric the search maximises (never a test metric)
+
+    def __post_init__(self) -> None:
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"--criterion {self.criterion!r}: expected one of {', '.join(CRITERIA)} "
+                             "(a search reads validation metrics only)")
 
     @property
     def points(self) -> list[dict[str, str]]:
@@ -58,6 +65,8 @@ class QualitySpec:
     def group(self) -> str:
         """The MLflow group: a hash of the base config and the search (not of arms/seeds, so sessions can add them)."""
         key = {**flatten(self.base), "__grid__": json.dumps({k: list(v) for k, v in sorted(self.grid.items())})}
+        if self.criterion != "val/auc":
+            key["__criterion__"] = self.criterion
         if self.space:
             key["__space__"] = json.dumps([[k.key, k.kind, k.low, k.high, list(k.choices)]
                                            for k in sorted(self.space.values(), key=lambda k: k.key)] + [self.trials])
@@ -98,7 +107,7 @@ def collect(spec: QualitySpec, done: Mapping[str, RunRecord] | None = None) -> l
                 cand = searched_points(spec, done, arm, ranker)
                 chosen = pick_best(cand)
             else:
-                cand = [(p, done[h].metrics.get("val/auc", float("nan")))
+                cand = [(p, done[h].metrics.get(spec.criterion, float("nan")))
                         for p in points if (h := config_hash(spec.config(arm, ranker, first, p))) in done]
                 chosen = pick_best(cand) if len(points) > 1 else points[0]
             cell = Cell(arm=arm, ranker=ranker, searched=len(cand), chosen=chosen)
@@ -113,7 +122,7 @@ def collect(spec: QualitySpec, done: Mapping[str, RunRecord] | None = None) -> l
 
 def searched_points(spec: QualitySpec, done: Mapping[str, RunRecord], arm: str,
                     ranker: str) -> list[tuple[dict[str, str], float]]:
-    """A TPE cell's finished search points at the first seed, oldest first, as (point, val AUC).
+    """A TPE cell's finished search points at the first seed, oldest first, as (point, criterion value).
 
     Matched by the cell tag the bench gave them (not their arm tag: a searched knob may make a run `custom`).
     """
@@ -123,7 +132,7 @@ def searched_points(spec: QualitySpec, done: Mapping[str, RunRecord], arm: str,
             continue
         point = json.loads(r.tags.get(POINT_TAG, "{}"))
         if set(point) == set(spec.space):
-            out.append((point, r.metrics.get("val/auc", float("nan"))))
+            out.append((point, r.metrics.get(spec.criterion, float("nan"))))
     return out
 
 

@@ -44,6 +44,15 @@ def fmt_delta(d: float, noise: bool | None) -> str:
     return f"{d:+.4f}{tag}"
 
 
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _image_size(spec: QualitySpec) -> str:
+    enc = spec.base.encoder
+    return f"{enc.image_height}×{enc.image_width} input" if enc.image_height else "native size"
+
+
 def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: str,
            figure: Path | None = None) -> str:
     """The generated block of the quality section: notes, the table, the deltas, the figure, what is missing."""
@@ -62,23 +71,27 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
         f"≤ {spec.base.train.epochs} epochs with early stopping on val AUC (patience {spec.base.train.patience}), "
         f"{spec.base.speed.compute_dtype} token store and projection"
         f"{' (bf16 where the CPU has bf16 matmuls, else fp32)' if spec.base.speed.compute_dtype == 'auto' else ''}, "
-        f"image `{spec.base.encoder.image_encoder}`, text `{spec.base.encoder.text_encoder}` "
+        f"image `{spec.base.encoder.image_encoder}` ({_image_size(spec)}), text `{spec.base.encoder.text_encoder}` "
         f"({spec.base.encoder.text_layers} layers), Fusion-Q-Former D = {spec.base.model.fusion.dim}, "
-        f"N_q = {spec.base.model.fusion.num_queries}.  ",
+        f"N_q = {spec.base.model.fusion.num_queries}, user features {_on(spec.base.model.ranker.user_features)}, "
+        f"ID dropout p = {spec.base.train.id_dropout:g}, CIC λ = {spec.base.model.cic.weight:g} "
+        f"(τ = {spec.base.model.cic.temperature:g}), fast dropout masks {_on(spec.base.speed.fast_dropout)}.  ",
         f"Search (validation only, seed {spec.seeds[0]}, the same {n_points} point(s) for every arm × ranker): "
         f"{describe_space(spec.space, spec.trials) if spec.space else describe_grid(spec.grid)}; the point with "
-        "the best val AUC is used for every seed.",
+        f"the best {spec.criterion.replace('/', ' ').replace('auc', 'AUC')} is used for "
+        "every seed; no test metric is read.",
         "",
         "| arm | ranker | seeds | chosen | test AUC | test gAUC | test logloss | cold AUC | cold gAUC | cold logloss "
-        "| ΔAUC vs id_only | ΔAUC vs em3 | Δcold AUC vs id_only | Δcold AUC vs em3 | epochs to best | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ΔAUC vs id_only | ΔAUC vs precomputed | ΔAUC vs em3 | Δcold AUC vs id_only | Δcold AUC vs precomputed "
+        "| Δcold AUC vs em3 | epochs to best | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         stats = [fmt_pm(*cell_stats(c, k)) for k in SPLIT_METRICS]
-        ref_id, ref_em3 = by.get(("id_only", c.ranker)), by.get(("em3", c.ranker))
+        refs = [by.get((a, c.ranker)) for a in ("id_only", "precomputed", "em3")]
         deltas = [fmt_delta(*delta(c, ref, key)) if ref is not c else ("0" if c.runs else "–")
-                  for key in ("test/auc", "test_cold/auc") for ref in (ref_id, ref_em3)]
-        # order: test vs id_only, test vs em3, cold vs id_only, cold vs em3
+                  for key in ("test/auc", "test_cold/auc") for ref in refs]
+        # order: test vs id_only, vs precomputed, vs em3, then the same for cold
         chosen = "–" if c.chosen is None else (", ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(c.chosen.items()))
                                                 or "defaults")
         search = "" if c.searched >= n_points else f" (search {c.searched}/{n_points}: not shown until complete)"

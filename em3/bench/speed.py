@@ -25,7 +25,8 @@ SECTION = "## Speed (CPU training, MovieLens-100K)"
 ALL_OFF: dict[str, Any] = {"speed.prenorm_tokens": False, "speed.project_once": False,
                            "speed.queries_only_last_layer": False, "speed.din_split_attention": False,
                            "speed.merge_lora_history": False,
-                           "speed.eval_item_cache": False, "speed.keep_heap": False, "speed.compute_dtype": "fp32"}
+                           "speed.eval_item_cache": False, "speed.keep_heap": False, "speed.compute_dtype": "fp32",
+                           "speed.fast_dropout": False, "speed.fill_uninitialized": True}
 
 # name -> (arm, overrides on top of the base). Lever rows switch one thing of the `em3` row.
 OLD_PRESET: dict[str, Any] = {"train.batch_size": 256, "speed.compute_dtype": "fp32",      # the movielens preset
@@ -43,6 +44,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, din_split_attention off": ("em3", {"speed.din_split_attention": False}),
     "em3, eval_item_cache off": ("em3", {"speed.eval_item_cache": False}),
     "em3, keep_heap off": ("em3", {"speed.keep_heap": False}),
+    "em3, fast_dropout off": ("em3", {"speed.fast_dropout": False}),
+    "em3, fill_uninitialized on": ("em3", {"speed.fill_uninitialized": True}),
     "em3, compute_dtype fp32": ("em3", {"speed.compute_dtype": "fp32"}),
     "em3, compute_dtype bf16": ("em3", {"speed.compute_dtype": "bf16"}),
     "em3, deterministic off": ("em3", {"train.deterministic": False}),     # reproducibility, not speed: its cost

@@ -8,7 +8,8 @@ trains it), a restarted session asks for exactly what the last one would have, a
 starts from the same draws and gets the same number of trials.
 
 A knob is `key=log:LOW:HIGH` (log-uniform float), `key=float:LOW:HIGH`, `key=int:LOW:HIGH` or
-`key=choice:A,B,...` (values as `--set` takes them).
+`key=choice:A,B,...` (values as `--set` takes them); choices that hold commas themselves (tuples such as
+`model.ranker.mlp_hidden`) are separated by `|` instead: `choice:128,64|256,128`.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class Knob:
 
     def describe(self) -> str:
         if self.kind == "choice":
-            return f"`{self.key}` ∈ {{{', '.join(self.choices)}}}"
+            sep = " | " if any("," in c for c in self.choices) else ", "
+            return f"`{self.key}` ∈ {{{sep.join(self.choices)}}}"
         scale = {"log": "log-uniform", "float": "uniform", "int": "integer"}[self.kind]
         return f"`{self.key}` ∈ [{self.low:g}, {self.high:g}] ({scale})"
 
@@ -47,14 +49,14 @@ def parse_space(items: Sequence[str], *, known: Mapping[str, object]) -> dict[st
         kind, _, rest = spec.partition(":")
         key, kind = key.strip(), kind.strip()
         if not sep or kind not in KINDS or not rest:
-            raise ConfigError(f"--space {item!r}: expected key=log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH "
-                              "or choice:A,B,...")
+            raise ConfigError(f"--space {item!r}: expected key=log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH, "
+                              "choice:A,B,... or choice:A1,A2|B1,B2")
         if key not in known:
             raise ConfigError(f"--space {item!r}: unknown config key {key!r}")
         if key in space:
             raise ConfigError(f"--space {item!r}: {key} is searched twice")
         if kind == "choice":
-            choices = tuple(c.strip() for c in rest.split(",") if c.strip())
+            choices = tuple(c.strip() for c in rest.split("|" if "|" in rest else ",") if c.strip())
             if len(choices) < 2:
                 raise ConfigError(f"--space {item!r}: a choice needs at least two values")
             space[key] = Knob(key, kind, choices=choices)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from em3.config import Config, ConfigError
 from em3.data.schema import PAD_INDEX, UNKNOWN_ID, SampleSet
 from em3.models.content import check_tokens
+from em3.models.dropout import use_fast_dropout
 from em3.models.history import ContentEncoder
 from em3.models.history_cut import cut_mask
 from em3.models.rankers import build_ranker
@@ -288,4 +289,7 @@ def build_model(cfg: Config, *, samples: SampleSet, tokens: "ItemTokens | None")
             raise ConfigError(f"model.use_content: arm {cfg.model.arm!r} needs item tokens, but tokens=None "
                               "(build the feature cache first, or use the id_only arm)")
         check_tokens(tokens, num_items=samples.num_items)
-    return EM3Model(cfg, samples=samples, tokens=tokens)
+    model = EM3Model(cfg, samples=samples, tokens=tokens)
+    if cfg.speed.fast_dropout:
+        use_fast_dropout(model)
+    return model

@@ -83,15 +83,23 @@ def configure_run(cfg: Config) -> dict[str, str]:
     with the token store's resolved dtype."""
     from em3.models.precision import resolve_compute_dtype
 
-    return {**configure_cpu(cfg.speed), **configure_determinism(cfg.train),
+    return {**configure_cpu(cfg.speed), **configure_determinism(cfg.train, cfg.speed),
             "em3.compute_dtype": resolve_compute_dtype(cfg.speed.compute_dtype)}
 
 
-def configure_determinism(train: TrainConfig) -> dict[str, str]:
+def configure_determinism(train: TrainConfig, speed: SpeedConfig | None = None) -> dict[str, str]:
     """Apply `train.deterministic` (torch.use_deterministic_algorithms, warn-only: an op without a deterministic
     kernel warns instead of failing the run); returns the tag to log. On CUDA, cuBLAS also needs a fixed
-    workspace, set here when the environment has not chosen one (it is read when cuBLAS starts)."""
+    workspace, set here when the environment has not chosen one (it is read when cuBLAS starts).
+
+    Under deterministic algorithms torch also fills every new tensor's memory with NaN before a kernel
+    writes it (`torch.utils.deterministic.fill_uninitialized_memory`), a debugging aid that costs a pass
+    over each large output; `speed.fill_uninitialized = False` skips it (kernels overwrite what they return).
+    """
     if train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(train.deterministic, warn_only=True)
-    return {"em3.deterministic": str(train.deterministic).lower()}
+    fill = True if speed is None else speed.fill_uninitialized
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+    return {"em3.deterministic": str(train.deterministic).lower(),
+            "em3.fill_uninitialized": str(train.deterministic and fill).lower()}

@@ -94,3 +94,19 @@ def test_quick_bench_trains_trials_points_per_cell_then_resumes(fresh_store: Pat
     text = quality_table.render(spec, [cell], command="c", machine="m")
     assert "seeded TPE" in text and "`train.lr_ranker` ∈ [0.001, 0.03] (log-uniform)" in text
     assert quality_main([*argv[:-4], "--space", "train.lr_ranker=log:1e-3:3e-2", "--grid", "train.lr_ranker=1e-3"]) == 2
+
+
+def test_tuple_choices_split_on_bars_and_round_trip_through_the_point_tag():
+    from em3.config import preset, with_overrides
+
+    space = parse_space(["model.ranker.mlp_hidden=choice:128,64|256,128"], known=KNOWN)
+    knob = space["model.ranker.mlp_hidden"]
+    assert knob.choices == ("128,64", "256,128")
+    assert knob.describe() == "`model.ranker.mlp_hidden` ∈ {128,64 | 256,128}"
+    point = next_point(space, [])
+    cfg = with_overrides(preset("tiny"), point)
+    # the bench tags a run with flatten()'s text of the knob: it must read back as the same choice
+    tagged = {k: str(v) for k, v in flatten(cfg).items() if k in space}
+    assert tagged == point and cfg.model.ranker.mlp_hidden in ((128, 64), (256, 128))
+    other = next_point(space, [(tagged, 0.7)])
+    assert other is not None and other != point                     # the tagged point counts as tried

@@ -33,3 +33,27 @@ def test_the_run_logs_whether_it_was_deterministic(fresh_store):
         torch.use_deterministic_algorithms(before, warn_only=True)
     tags = MlflowClient(tracking_uri=paths.tracking_uri()).get_run(run.run_id).data.tags
     assert tags["em3.deterministic"] == "false"
+
+
+def test_skipping_the_uninitialized_fill_keeps_the_run_identical(fresh_store):
+    """speed.fill_uninitialized = False (exact): torch stops NaN-filling new tensors, and the run's metrics are
+    the same as with the fill."""
+    from mlflow import MlflowClient
+
+    from em3 import paths
+    from em3.training.runtime import configure_determinism
+
+    base = with_overrides(preset("tiny"), {"train.epochs": 2, "train.patience": 0, "speed.threads": 2})
+    try:
+        configure_determinism(base.train, base.speed)
+        assert torch.utils.deterministic.fill_uninitialized_memory and torch.empty(64).isnan().all()
+        filled = run_training(base, run_name="filled")
+        skipped = run_training(with_overrides(base, {"speed.fill_uninitialized": False}), run_name="skipped")
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = True
+    keys = [k for k in filled.metrics if k.split("/")[0] in ("val", "test", "test_cold")]
+    assert "val/auc" in keys
+    assert {k: skipped.metrics[k] for k in keys} == {k: filled.metrics[k] for k in keys}
+    tags = MlflowClient(tracking_uri=paths.tracking_uri()).get_run(skipped.run_id).data.tags
+    assert tags["em3.fill_uninitialized"] == "false"
