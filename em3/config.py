@@ -567,7 +567,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # matmuls: emulated, it is 33% slower than fp32 (session 6, an AVX-512 Xeon without AVX512-BF16)
         "train.epochs": 10, "train.batch_size": 1024, "speed.compute_dtype": "auto",
         "train.lr_ranker": 2e-3, "train.lr_content": 2e-3,
-        # cheaper dropout masks and no NaN pre-fill of new tensors: a third off the em3 step on the CPU
+        # cheaper dropout masks and no NaN pre-fill of new tensors: ~5% each off the em3 epoch on the CPU
         # (docs/RESULTS.md, "Speed", session 8); the fill is exact, the masks are another random stream
         "speed.fast_dropout": True, "speed.fill_uninitialized": False,
         # issue 13's levers, each chosen on validation with em3/DIN, seed 0 (docs/RESULTS.md, "Toward a standard
