@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Mapping, NamedTuple, Protocol, Sequence
 
 from em3.bench.runs import GROUP_TAG, HASH_TAG, KIND_TAG, RunRecord, config_hash, finished_by_hash
 from em3.bench.search import grid_points, pick_best
@@ -22,7 +22,20 @@ QUICK_SYNTHETIC = {"train.epochs": 1, "train.max_steps_per_epoch": 3}
 ROLE_TAG = "em3.bench_role"
 POINT_TAG = "em3.bench_point"
 CRITERIA = ("val/auc", "val/gauc", "val_cold/auc", "val_cold/gauc")   # cold ones need data.val_cold_item_frac > 0
-CELL_TAG = "em3.bench_cell"     # "arm/ranker" as the bench asked for it (a searched knob may tag a run `custom`)
+CELL_TAG = "em3.bench_cell"     # "arm/ranker" as the bench asked for it
+
+
+class Planned(NamedTuple):
+    """A run the bench still has to train: its role, its config, and the search point it stands for.
+
+    The point is what the search proposed, not what the config holds: an arm's own overrides win over a
+    searched knob (id_only trains without CIC whatever weight the TPE proposed), and the point is still
+    the trial's place in the space, so the cell's history stays inside the space and is never re-proposed.
+    """
+
+    role: str
+    cfg: Config
+    point: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -73,8 +86,15 @@ class QualitySpec:
         return f"bench-quality-{config_hash(key)[:10]}"
 
     def config(self, arm: str, ranker: str, seed: int, point: Mapping[str, str]) -> Config:
+        """The run of a cell at a seed and search point. The arm's own overrides are applied last, so a
+        searched knob never contradicts the arm (a searched CIC weight does not turn CIC on in em3_no_cic)."""
         cfg = with_arm(self.base, arm)
-        return with_overrides(cfg, {"model.ranker.kind": ranker, "train.seed": seed, **point})
+        return with_overrides(cfg, {"model.ranker.kind": ranker, "train.seed": seed, **point, **ARMS[arm]})
+
+    def cell_index(self, cfg: Config) -> int:
+        """The position of cfg's (ranker, arm) cell in the table: what --shard splits on, so a shard holds
+        whole cells (a TPE cell's trials are sequential) and the shards hold equal numbers of them."""
+        return self.rankers.index(cfg.model.ranker.kind) * len(self.arms) + self.arms.index(cfg.model.arm)
 
 
 def base_config(*, data: str = "movielens", quick: bool = False, sets: Mapping[str, str] | None = None) -> Config:
@@ -136,7 +156,7 @@ def searched_points(spec: QualitySpec, done: Mapping[str, RunRecord], arm: str,
     return out
 
 
-def _tpe_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[str, Config]]:
+def _tpe_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[Planned]:
     """Each unfinished TPE cell's next point, cells with the fewest finished trials first."""
     todo = []
     for ranker in spec.rankers:
@@ -149,15 +169,15 @@ def _tpe_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[st
                 continue
             cfg = spec.config(arm, ranker, spec.seeds[0], point)
             if config_hash(cfg) not in done:
-                todo.append((len(history), ("search", cfg)))
+                todo.append((len(history), Planned("search", cfg, point)))
     return [run for _, run in sorted(todo, key=lambda t: t[0])]
 
 
-def planned_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[str, Config]]:
+def planned_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[Planned]:
     """The runs still to do, in order, as (role, config): search points at the first seed, then seeds."""
     if spec.space:
         return _tpe_runs(spec, done)
-    todo: list[tuple[str, Config]] = []
+    todo: list[Planned] = []
     points, first = spec.points, spec.seeds[0]
     # Point-major within a ranker: every arm at the first point (the defaults) before any second point,
     # so a partial session still compares every arm.
@@ -166,11 +186,11 @@ def planned_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple
             for arm in spec.arms:
                 cfg = spec.config(arm, ranker, first, p)
                 if config_hash(cfg) not in done:
-                    todo.append(("search" if len(points) > 1 else "table", cfg))
+                    todo.append(Planned("search" if len(points) > 1 else "table", cfg, dict(p)))
     return todo
 
 
-def later_seed_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tuple[str, Config]]:
+def later_seed_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[Planned]:
     """Runs of the remaining seeds for every cell whose search is complete."""
     todo = []
     n = spec.n_points
@@ -180,7 +200,7 @@ def later_seed_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[tu
                 continue
             cfg = spec.config(cell.arm, cell.ranker, seed, cell.chosen)
             if config_hash(cfg) not in done:
-                todo.append(("table", cfg))
+                todo.append(Planned("table", cfg, dict(cell.chosen)))
     return todo
 
 
@@ -192,8 +212,8 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
     """Train every missing run of the spec (search first, then seeds); returns how many runs were trained.
 
     `after_run` is called after each run (the CLI rewrites the table there); `budget_s` > 0 stops
-    starting new runs after that many seconds. `shard=(k, n)` trains only the runs whose config hash
-    is k mod n, so n processes can share one store. `train`/`finished` default to run_training and
+    starting new runs after that many seconds. `shard=(k, n)` trains only the runs of the cells whose
+    index (QualitySpec.cell_index) is k mod n, so n processes can share one store. `train`/`finished` default to run_training and
     the MLflow group (em3.bench.offline swaps in a JSON store). A failed run is logged and left for
     the next call. With `claims` (a pool of processes sharing one store), a run is trained only by
     the process that claims it; when nothing is left to claim but runs are still in progress
@@ -210,8 +230,8 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
     for stage in (planned_runs, later_seed_runs):
         while True:
             done, skip = finished(), failed | taken
-            todo = [(r, c) for r, c in stage(spec, done)
-                    if (h := config_hash(c)) not in skip and int(h, 16) % shard[1] == shard[0]]
+            todo = [run for run in stage(spec, done)
+                    if config_hash(run.cfg) not in skip and spec.cell_index(run.cfg) % shard[1] == shard[0]]
             if not todo:
                 if stage is later_seed_runs and claims is not None:
                     if claims.pending() > 0:        # runs in progress elsewhere may open up later seeds
@@ -226,13 +246,12 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
             if budget_s and time.perf_counter() - start > budget_s:
                 log(f"budget of {budget_s:.0f} s spent; {len(todo)}+ runs left for the next call")
                 return trained
-            role, cfg = todo[0]
+            role, cfg, point = todo[0]
             h = config_hash(cfg)
             if claims is not None and not claims.claim(h):
                 taken.add(h)
                 continue
             name = f"{cfg.model.arm}-{cfg.model.ranker.kind}-s{cfg.train.seed}"
-            point = {k: str(v) for k, v in flatten(cfg).items() if k in spec.knobs}
             log(f"[{time.strftime('%H:%M:%S')}] {role} {name} {point or ''} ({len(todo)} left in this stage)")
             t0 = time.perf_counter()
             tags = {GROUP_TAG: spec.group, KIND_TAG: "ctr", HASH_TAG: h, ROLE_TAG: role,
