@@ -25,6 +25,7 @@ HISTORY_CUTS = ("last", "similar")          # em3/models/history_cut.py
 RANKERS = ("din", "dcnv2")
 CIC_NEGATIVES = ("in_batch", "sampled")
 COMPUTE_DTYPES = ("auto", "fp32", "bf16")
+COMPILE_TARGETS = ("off", "ranker", "fusion", "both")
 DEVICES = ("auto", "cpu", "cuda")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "token_proj")
 AUTO_USER_FEATURES = "auto"   # data.user_features: the source's own list (RawDataset.user_feature_columns)
@@ -323,6 +324,10 @@ class SpeedConfig:
         "Exact. Under train.deterministic, let torch fill every new tensor with NaN before its kernel writes it "
         "(torch.utils.deterministic.fill_uninitialized_memory, torch's default): a pass over each large output, "
         "e.g. every step's token gathers. False skips the fill; the kernels overwrite what they return."))
+    compile: str = field(default="off", metadata=_help(
+        "torch.compile (inductor, dynamic shapes) of the ranker, the Fusion-Q-Former, both, or off. Fused "
+        "kernels compute the same function in another order, so results change in the last digits; the first "
+        "steps of a process pay the compilation (em3/models/compiled.py)."))
     threads: int = field(default=0, metadata=_help(
         "torch CPU threads for a run (0 = the number of physical cores available to the process)."))
     keep_heap: bool = field(default=True, metadata=_help(
@@ -331,6 +336,7 @@ class SpeedConfig:
 
     def __post_init__(self) -> None:
         _choice(self.compute_dtype, COMPUTE_DTYPES, "speed.compute_dtype")
+        _choice(self.compile, COMPILE_TARGETS, "speed.compile")
         _check(self.threads >= 0, "speed.threads", f"must be >= 0, got {self.threads}")
 
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from em3.config import Config, ConfigError
 from em3.data.schema import PAD_INDEX, UNKNOWN_ID, SampleSet
 from em3.models.content import check_tokens
+from em3.models.compiled import compile_modules
 from em3.models.dropout import use_fast_dropout
 from em3.models.history import ContentEncoder
 from em3.models.history_cut import cut_mask
@@ -292,4 +293,5 @@ def build_model(cfg: Config, *, samples: SampleSet, tokens: "ItemTokens | None")
     model = EM3Model(cfg, samples=samples, tokens=tokens)
     if cfg.speed.fast_dropout:
         use_fast_dropout(model)
+    compile_modules(model, cfg.speed.compile)
     return model
