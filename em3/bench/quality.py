@@ -114,6 +114,7 @@ class Cell:
     searched: int                                   # search points finished (of spec.n_points)
     chosen: dict[str, str] | None
     runs: dict[int, RunRecord] = field(default_factory=dict)   # seed -> finished run
+    trials: list[float] = field(default_factory=list)          # the search's criterion values, oldest first
 
 
 def collect(spec: QualitySpec, done: Mapping[str, RunRecord] | None = None) -> list[Cell]:
@@ -130,7 +131,7 @@ def collect(spec: QualitySpec, done: Mapping[str, RunRecord] | None = None) -> l
                 cand = [(p, done[h].metrics.get(spec.criterion, float("nan")))
                         for p in points if (h := config_hash(spec.config(arm, ranker, first, p))) in done]
                 chosen = pick_best(cand) if len(points) > 1 else points[0]
-            cell = Cell(arm=arm, ranker=ranker, searched=len(cand), chosen=chosen)
+            cell = Cell(arm=arm, ranker=ranker, searched=len(cand), chosen=chosen, trials=[v for _, v in cand])
             if chosen is not None:
                 for seed in spec.seeds:
                     rec = done.get(config_hash(spec.config(arm, ranker, seed, chosen)))

@@ -105,6 +105,7 @@ def render(spec: QualitySpec, cells: Sequence[Cell], *, command: str, machine: s
         "** = beyond 2 std; no tag = fewer than 2 seeds on a side, so noise cannot be judged yet. "
         "logloss mostly measures calibration (the positive rate drifts between splits); compare it within a column.",
     ]
+    lines += search_lines(cells, n_points, spec.criterion)
     lines += alignment_lines(cells)
     where: dict[str, int] = {}
     for c in cells:
@@ -145,6 +146,19 @@ def figure(cells: Sequence[Cell], *, path: Path = IMG_DIR / FIGURE) -> Path | No
         return None
     return bar_chart(arms, series, path=path, ylabel="AUC (mean ± std over seeds)",
                      title="MovieLens-100K: test and test-cold AUC per arm", ylim=(max(0.0, lo - 0.05), None))
+
+
+def search_lines(cells: Sequence[Cell], n_points: int, criterion: str) -> list[str]:
+    """The searches still running: each finished trial's validation criterion, so a partial table shows where
+    every unfinished cell stands (validation only: its test metrics wait for the cell's chosen point)."""
+    rows = [f"| {c.arm} | {c.ranker} | {c.searched}/{n_points} | " + ", ".join(f"{v:.4f}" for v in c.trials)
+            + f" | {max((v for v in c.trials if v == v), default=float('nan')):.4f} |"
+            for c in cells if 0 < c.searched < n_points]
+    if not rows:
+        return []
+    return ["", f"Searches in progress: {criterion} of each finished trial (seed 0), in the order trained; a cell's "
+            "test metrics appear once its search is complete.", "",
+            f"| arm | ranker | trials | {criterion} per trial | best so far |", "|---|---|---|---|---|", *rows]
 
 
 ALIGN_METRICS = ("align/matched_cosine", "align/random_cosine", "align/top1_content_to_id", "align/catalogue_alignment",

@@ -173,6 +173,10 @@ def test_unfinished_search_shows_no_numbers(tmp_path: Path):
     row = next(line for line in quality_table.render(spec, cells, command="c", machine="m").splitlines()
                if line.startswith("| id_only |"))
     assert "(search 1/2: not shown until complete) | – | – |" in row and "0.6" not in row   # ... the table does not
+    # Where the search stands is shown, on validation only: the trial's val AUC (0.5 + lr), not its test AUC (0.6).
+    text = quality_table.render(spec, cells, command="c", machine="m")
+    progress = text.split("Searches in progress")[1].splitlines()
+    assert "| id_only | din | 1/2 | 0.5030 | 0.5030 |" in progress and "0.6000" not in text
     assert quality_table.figure(quality_table.settled(cells, 2), path=tmp_path / "f.png") is None
 
 
