@@ -175,7 +175,7 @@ def _tpe_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[Planned]
 
 
 def planned_runs(spec: QualitySpec, done: Mapping[str, RunRecord]) -> list[Planned]:
-    """The runs still to do, in order, as (role, config): search points at the first seed, then seeds."""
+    """The search runs still to do at the first seed, in order (the later seeds: later_seed_runs)."""
     if spec.space:
         return _tpe_runs(spec, done)
     todo: list[Planned] = []
@@ -214,10 +214,10 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
 
     `after_run` is called after each run (the CLI rewrites the table there); `budget_s` > 0 stops
     starting new runs after that many seconds. `shard=(k, n)` trains only the runs of the cells whose
-    index (QualitySpec.cell_index) is k mod n, so n processes can share one store. `train`/`finished` default to run_training and
-    the MLflow group (em3.bench.offline swaps in a JSON store). A failed run is logged and left for
-    the next call. With `claims` (a pool of processes sharing one store), a run is trained only by
-    the process that claims it; when nothing is left to claim but runs are still in progress
+    index (QualitySpec.cell_index) is k mod n, so n processes can share one store. `train`/`finished`
+    default to run_training and the MLflow group (em3.bench.offline swaps in a JSON store). A failed
+    run is logged and left for the next call. With `claims` (a pool of processes sharing one store), a
+    run is trained only by the process that claims it; when nothing is left to claim but runs are still in progress
     elsewhere, the process waits for them (their results may open up later seeds) instead of exiting.
     """
     if train is None:

@@ -1,10 +1,9 @@
 """`speed.compile`: torch.compile (inductor) of the ranker and/or the Fusion-Q-Former, in place.
 
 `nn.Module.compile` compiles a module's call without renaming its parameters, so checkpoints and
-`state_dict` keys are those of the eager model. Shapes are dynamic (the unique-item count of a batch
-changes every step): one graph serves every batch instead of a recompilation per shape. Dynamo traces
-the Fusion-Q-Former also when the lora history path calls it through `functional_call` with other
-weights; those enter the graph as inputs.
+`state_dict` keys are those of the eager model. Sizes are symbolic (`dynamic=True`): the unique-item
+count of a batch changes every step, and a recompilation per count would never end. What it gives on
+the CPU is in docs/RESULTS.md ("Speed"); every preset leaves it off.
 """
 from __future__ import annotations
 
