@@ -301,6 +301,11 @@ class SpeedConfig:
     prenorm_tokens: bool = field(default=True, metadata=_help(
         "LayerNorm the frozen encoder tokens once when the token store is built (no affine; the projection's "
         "weights absorb it) instead of on every step. Same function class and the same model at init."))
+    token_pca: int = field(default=0, metadata=_help(
+        "Keep only the top-k principal components of each modality's prenormed tokens wider than k (fitted once "
+        "on the catalogue's real tokens when the token store is built): the projection to D then reads k "
+        "values a token instead of 1,280 (image) / 384 (text). Not exact (a rank-k approximation); 0 = off. "
+        "Needs speed.prenorm_tokens."))
     project_once: bool = field(default=True, metadata=_help(
         "Exact. Under lora/frozen history, project an item's tokens to D once per step for both of its roles "
         "(target and history) instead of once per role."))
@@ -337,6 +342,9 @@ class SpeedConfig:
     def __post_init__(self) -> None:
         _choice(self.compute_dtype, COMPUTE_DTYPES, "speed.compute_dtype")
         _choice(self.compile, COMPILE_TARGETS, "speed.compile")
+        _check(self.token_pca >= 0, "speed.token_pca", f"must be >= 0 (0 = off), got {self.token_pca}")
+        _check(self.token_pca == 0 or self.prenorm_tokens, "speed.token_pca",
+               f"= {self.token_pca} needs speed.prenorm_tokens = true (the components are fitted to prenormed tokens)")
         _check(self.threads >= 0, "speed.threads", f"must be >= 0, got {self.threads}")
 
 

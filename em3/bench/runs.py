@@ -23,7 +23,8 @@ ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_feat
                                "model.history.cut_k": "0", "encoder.tabular_buckets": "16",
                                "encoder.audio_encoder": "scratch", "encoder.audio_tokens": "16",
                                "data.item_fields": "auto", "speed.fast_dropout": "False",
-                               "speed.fill_uninitialized": "True", "speed.compile": "off"}
+                               "speed.fill_uninitialized": "True", "speed.compile": "off",
+                               "speed.token_pca": "0"}
 # Fields that say how a run is executed, not what is trained: never part of the hash (two processes of one
 # thread each train the same experiments as one process of two).
 RUN_ONLY: frozenset[str] = frozenset({"speed.threads"})

@@ -46,6 +46,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, keep_heap off": ("em3", {"speed.keep_heap": False}),
     "em3, fast_dropout off": ("em3", {"speed.fast_dropout": False}),
     "em3, fill_uninitialized on": ("em3", {"speed.fill_uninitialized": True}),
+    "em3, token_pca 256": ("em3", {"speed.token_pca": 256}),
+    "em3, token_pca 128": ("em3", {"speed.token_pca": 128}),
     "em3, compute_dtype fp32": ("em3", {"speed.compute_dtype": "fp32"}),
     "em3, compute_dtype bf16": ("em3", {"speed.compute_dtype": "bf16"}),
     "em3, deterministic off": ("em3", {"train.deterministic": False}),     # reproducibility, not speed: its cost

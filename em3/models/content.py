@@ -34,17 +34,23 @@ class ItemTokenStore(nn.Module):
 
     Default: float16 as cached, cast on use. With `prenorm`, each token is LayerNormed once here (no
     affine) and stored in `dtype` (the projection's compute dtype), so a step gathers ready inputs.
+    With `pca` = k > 0 (needs `prenorm`), a modality wider than k keeps the top-k principal components
+    of its real tokens (`pca_reduce`).
     """
 
     def __init__(self, tokens: "ItemTokens", *, prenorm: bool = False, dtype: torch.dtype = torch.float16,
-                 modalities: Sequence[str] | None = None):
+                 modalities: Sequence[str] | None = None, pca: int = 0):
         super().__init__()
+        if pca and not prenorm:
+            raise ValueError("ItemTokenStore: pca needs prenorm (the components are fitted to prenormed tokens)")
         self.prenorm = prenorm
         self.names = tuple(m for m in tokens.names if modalities is None or m in modalities)
         store = dtype if prenorm else torch.float16
         for m in self.names:   # buffers follow .to(device)
-            self.register_buffer(f"{m}_tokens", _stored(tokens[m].tokens, prenorm=prenorm, dtype=store),
-                                 persistent=False)
+            x = _stored(tokens[m].tokens, prenorm=prenorm, dtype=store)
+            if pca and x.shape[-1] > pca:
+                x = pca_reduce(x, torch.from_numpy(np.array(tokens[m].mask, dtype=bool)), k=pca)
+            self.register_buffer(f"{m}_tokens", x, persistent=False)
             self.register_buffer(f"{m}_mask", torch.from_numpy(np.array(tokens[m].mask, dtype=bool)),
                                  persistent=False)
 
@@ -72,6 +78,30 @@ def _stored(x: np.ndarray, *, prenorm: bool, dtype: torch.dtype, chunk: int = 25
     for start in range(0, x.shape[0], chunk):
         part = torch.from_numpy(np.asarray(x[start:start + chunk], dtype=np.float32))     # (n, T, C)
         out[start:start + chunk] = F.layer_norm(part, part.shape[-1:]).to(dtype)
+    return out
+
+
+def pca_reduce(x: Tensor, mask: Tensor, *, k: int, chunk: int = 256) -> Tensor:
+    """(I+1, T, C) tokens -> (I+1, T, k): each real token's coordinates on the top-k principal axes of the
+    real tokens (centred on their mean; padding and masked tokens stay 0). Fitted in float64, deterministic
+    (eigh of the C x C covariance), stored in x's dtype."""
+    n_c = x.shape[-1]
+    total, n = torch.zeros(n_c, dtype=torch.float64), 0
+    gram = torch.zeros(n_c, n_c, dtype=torch.float64)
+    for start in range(0, x.shape[0], chunk):
+        rows = x[start:start + chunk][mask[start:start + chunk]].double()             # (r, C) real tokens
+        total += rows.sum(0)
+        gram += rows.T @ rows
+        n += rows.shape[0]
+    mean = total / max(n, 1)
+    cov = gram / max(n, 1) - torch.outer(mean, mean)                                  # (C, C)
+    _, vecs = torch.linalg.eigh(cov)                                                  # ascending eigenvalues
+    axes = vecs[:, -k:].flip(-1)                                                      # (C, k), largest first
+    axes = axes * torch.where(axes.sum(0) < 0, -1.0, 1.0).to(axes.dtype)              # a fixed sign per axis
+    out = torch.zeros(*x.shape[:-1], k, dtype=x.dtype)
+    for start in range(0, x.shape[0], chunk):
+        part = (x[start:start + chunk].double() - mean) @ axes                        # (n, T, k)
+        out[start:start + chunk] = (part * mask[start:start + chunk, :, None]).to(x.dtype)
     return out
 
 

@@ -81,7 +81,8 @@ class ContentEncoder(nn.Module):
             self.precomputed = PrecomputedContent(tokens, modalities=cfg.fusion.modalities, dim=cfg.fusion.dim)
             return
         dtype = DTYPES[resolve_compute_dtype(speed.compute_dtype)]
-        self.store = ItemTokenStore(tokens, prenorm=speed.prenorm_tokens, dtype=dtype, modalities=cfg.fusion.modalities)
+        self.store = ItemTokenStore(tokens, prenorm=speed.prenorm_tokens, dtype=dtype, modalities=cfg.fusion.modalities,
+                                    pca=speed.token_pca)
         self.fusion = FusionQFormer(cfg.fusion, dims=self.store.dims,
                                     prenorm=speed.prenorm_tokens, compute_dtype=dtype,
                                     queries_only_last_layer=speed.queries_only_last_layer)
