@@ -21,6 +21,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from em3.config import from_dict
     from em3.data.prepare import prepare
     from em3.models.em3 import build_model
+    from em3.models.precision import resolve_compute_dtype
     from em3.training.batches import epoch_permutation, global_batches, to_batch
     from em3.training.distributed import resolve_device
     from em3.training.fit import compute_loss, fit
@@ -31,8 +32,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = replace(cfg, train=replace(cfg.train, epochs=1, patience=0))
     configure_run(cfg)
     device = resolve_device(cfg.train.device)
-    peaks = {name: matmul_flops_per_s(device, dtype=dt)["flops_per_s"]
-             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    # The bf16 peak only where a row can run bf16: without bf16 hardware torch emulates it, and a 2048³ bf16
+    # matmul took a minute on session 9's AVX2-only EPYC (0.28 GFLOP/s), longer than the row's epoch.
+    dtypes = [("fp32", torch.float32)]
+    if device.type == "cuda" or resolve_compute_dtype(cfg.speed.compute_dtype) == "bf16":
+        dtypes.append(("bf16", torch.bfloat16))
+    peaks = {"bf16": float("nan"), **{name: matmul_flops_per_s(device, dtype=dt)["flops_per_s"] for name, dt in dtypes}}
     with PeakMemory(device) as memory:
         data = prepare(cfg)
         samples = data.samples
