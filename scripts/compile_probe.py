@@ -15,12 +15,10 @@ import time
 
 import torch
 
+from em3.bench.speed_probe import step_setup
 from em3.config import COMPILE_TARGETS, preset, with_arm, with_overrides
-from em3.data.prepare import prepare
-from em3.models.em3 import build_model
-from em3.training.batches import epoch_permutation, global_batches, to_batch
+from em3.training.batches import to_batch
 from em3.training.fit import compute_loss
-from em3.training.runtime import configure_run
 
 
 def main() -> None:
@@ -35,16 +33,9 @@ def main() -> None:
     if a.no_fast_dropout:
         sets["speed.fast_dropout"] = False
     cfg = with_overrides(with_arm(preset("movielens"), a.arm), sets)
-    configure_run(cfg)
-    data = prepare(cfg)
-    samples = data.samples
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, samples=samples, tokens=data.tokens).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr_ranker)
-    rows = samples.splits["train"]
-    perm = rows[epoch_permutation(len(rows), seed=cfg.train.seed, epoch=1)]
+    samples, model, opt, batches = step_setup(cfg, steps=a.steps)
     times = []
-    for r in global_batches(perm, batch_size=cfg.train.batch_size, max_steps=a.steps):
+    for r in batches:
         t = time.perf_counter()
         batch = to_batch(samples, r, torch.device("cpu"))
         loss, _, _ = compute_loss(model(batch), batch["label"], cfg)

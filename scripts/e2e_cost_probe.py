@@ -21,12 +21,10 @@ import time
 import torch
 from transformers import AutoModel
 
+from em3.bench.speed_probe import step_setup
 from em3.config import preset, with_overrides
-from em3.data.prepare import prepare
-from em3.models.em3 import build_model
-from em3.training.batches import epoch_permutation, global_batches, to_batch
+from em3.training.batches import to_batch
 from em3.training.fit import compute_loss
-from em3.training.runtime import configure_run
 
 
 def _timed(fn) -> float:
@@ -52,22 +50,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
     cfg = with_overrides(preset("movielens"), {"speed.threads": a.threads})
-    configure_run(cfg)
-    data = prepare(cfg)
-    samples = data.samples
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, samples=samples, tokens=data.tokens).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr_ranker)
+    samples, model, opt, batches = step_setup(cfg, steps=a.steps + 2)
     text_layer = AutoModel.from_pretrained(os.environ.get("EM3_TEXT_ENCODER", cfg.encoder.text_encoder)).encoder.layer[-1]
     image_top = AutoModel.from_pretrained(os.environ.get("EM3_IMAGE_ENCODER", cfg.encoder.image_encoder)).conv_1x1
     text_layer.train()
     image_top.train()
     text_in = lambda n: torch.randn(n, 64, 384)          # noqa: E731 - hidden states entering the last layer
     image_in = lambda n: torch.randn(n, 320, 5, 3)       # noqa: E731 - the 320-channel map of a 138x92 poster
-    rows = samples.splits["train"]
-    perm = rows[epoch_permutation(len(rows), seed=cfg.train.seed, epoch=1)]
     step_s, text_s, image_s, units = [], [], [], []
-    for r in global_batches(perm, batch_size=cfg.train.batch_size, max_steps=a.steps + 2):
+    for r in batches:
         batch = to_batch(samples, r, torch.device("cpu"))
 
         def step() -> None:
@@ -82,7 +73,7 @@ def main() -> None:
         image_s.append(_layer_cost(image_top, image_in, n_all, n_target))
         units.append((n_all, n_target))
     med = lambda xs: statistics.median(xs[2:])            # noqa: E731 - the first 2 batches warm up
-    steps_per_epoch = -(-len(rows) // cfg.train.batch_size)
+    steps_per_epoch = -(-len(samples.splits["train"]) // cfg.train.batch_size)
     out = {"threads": torch.get_num_threads(), "steps": len(step_s) - 2, "median_unique_items": med([u for u, _ in units]),
            "median_unique_targets": med([t for _, t in units]), "em3_step_s": round(med(step_s), 3),
            "text_top_layer_s": round(med(text_s), 3), "image_top_block_s": round(med(image_s), 3),

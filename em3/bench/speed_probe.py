@@ -70,6 +70,26 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             "device": str(device)}
 
 
+def step_setup(cfg: Any, *, steps: int) -> tuple[Any, torch.nn.Module, torch.optim.Optimizer, list]:
+    """What a per-step probe needs (scripts/compile_probe.py, scripts/e2e_cost_probe.py): the run configured
+    (threads, determinism), the data, the model in train mode with an Adam over it, and the first `steps`
+    training batches of epoch 1 as row-index arrays."""
+    from em3.data.prepare import prepare
+    from em3.models.em3 import build_model
+    from em3.training.batches import epoch_permutation, global_batches
+    from em3.training.runtime import configure_run
+
+    configure_run(cfg)
+    data = prepare(cfg)
+    samples = data.samples
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, samples=samples, tokens=data.tokens).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr_ranker)
+    rows = samples.splits["train"]
+    perm = rows[epoch_permutation(len(rows), seed=cfg.train.seed, epoch=1)]
+    return samples, model, opt, global_batches(perm, batch_size=cfg.train.batch_size, max_steps=steps)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     print("SPEED " + json.dumps(measure(json.loads(argv[0]))), flush=True)
