@@ -19,10 +19,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     from em3.bench.flops import count_flops, matmul_flops_per_s
     from em3.config import from_dict
-    from em3.data.prepare import prepare
-    from em3.models.em3 import build_model
     from em3.models.precision import resolve_compute_dtype
-    from em3.training.batches import epoch_permutation, global_batches, to_batch
+    from em3.training.batches import to_batch
     from em3.training.distributed import resolve_device
     from em3.training.fit import compute_loss, fit
     from em3.training.memory import PeakMemory
@@ -39,13 +37,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         dtypes.append(("bf16", torch.bfloat16))
     peaks = {"bf16": float("nan"), **{name: matmul_flops_per_s(device, dtype=dt)["flops_per_s"] for name, dt in dtypes}}
     with PeakMemory(device) as memory:
-        data = prepare(cfg)
-        samples = data.samples
-        torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg, samples=samples, tokens=data.tokens).to(device).train()
-        train_rows = samples.splits["train"]
-        perm = train_rows[epoch_permutation(len(train_rows), seed=cfg.train.seed, epoch=1)]
-        batches = global_batches(perm, batch_size=cfg.train.batch_size, max_steps=cfg.train.max_steps_per_epoch)
+        samples, model, _, batches = step_setup(cfg, steps=cfg.train.max_steps_per_epoch, device=device)
 
         def step(rows) -> None:        # forward + backward, no update (the weights stay as initialised)
             batch = to_batch(samples, rows, device)
@@ -70,10 +62,11 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             "device": str(device)}
 
 
-def step_setup(cfg: Any, *, steps: int) -> tuple[Any, torch.nn.Module, torch.optim.Optimizer, list]:
-    """What a per-step probe needs (scripts/compile_probe.py, scripts/e2e_cost_probe.py): the run configured
-    (threads, determinism), the data, the model in train mode with an Adam over it, and the first `steps`
-    training batches of epoch 1 as row-index arrays."""
+def step_setup(cfg: Any, *, steps: int,
+               device: torch.device | None = None) -> tuple[Any, torch.nn.Module, torch.optim.Optimizer, list]:
+    """What a per-step probe needs (this module's `measure`, scripts/compile_probe.py, scripts/e2e_cost_probe.py):
+    the run configured (threads, determinism), the data, the model on `device` (default CPU) in train mode with
+    an Adam over it, and the first `steps` (0: all) training batches of epoch 1 as row-index arrays."""
     from em3.data.prepare import prepare
     from em3.models.em3 import build_model
     from em3.training.batches import epoch_permutation, global_batches
@@ -83,7 +76,7 @@ def step_setup(cfg: Any, *, steps: int) -> tuple[Any, torch.nn.Module, torch.opt
     data = prepare(cfg)
     samples = data.samples
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, samples=samples, tokens=data.tokens).train()
+    model = build_model(cfg, samples=samples, tokens=data.tokens).to(device or torch.device("cpu")).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr_ranker)
     rows = samples.splits["train"]
     perm = rows[epoch_permutation(len(rows), seed=cfg.train.seed, epoch=1)]

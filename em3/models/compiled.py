@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from torch import nn
 
-TARGETS = {"off": (), "ranker": ("ranker",), "fusion": ("fusion",), "both": ("ranker", "fusion")}
+from em3.config import COMPILE_TARGETS
+
+# each speed.compile value -> the parts it compiles; "both" is every part, "off" none
+_PARTS = ("ranker", "fusion")
+TARGETS = {t: _PARTS if t == "both" else tuple(p for p in _PARTS if p == t) for t in COMPILE_TARGETS}
 
 
 def compile_modules(model: nn.Module, target: str) -> list[str]:
