@@ -1,6 +1,6 @@
 """Read access to the MLflow store for the pages: runs table, metric curves, artifacts (briefly cached).
 
-Always `MlflowClient(tracking_uri=em3.paths.tracking_uri())` with explicit run ids. Every
+Always `em3.training.tracking.client(em3.paths.tracking_uri())` (retried) with explicit run ids. Every
 cached function takes the tracking URI as its first argument so a changed store (tests,
 `EM3_MLRUNS_DIR`) never serves stale entries.
 """
@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from app.store_sqlite import RunRow, db_path, read_runs
 from em3.arms import arm_label
 from em3.paths import tracking_uri
+from em3.training import tracking
 
 MLFLOW_UI = "http://127.0.0.1:5000"
 MLFLOW_UI_HINT = "Start the MLflow UI with `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db` (port 5000)."
@@ -37,7 +38,8 @@ def uri() -> str:
 
 @functools.lru_cache(maxsize=8)
 def client(store_uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=store_uri)
+    """The store's client, opened with em3's retry (a training job may be creating a fresh store's schema)."""
+    return tracking.client(store_uri)
 
 
 def ui_url(experiment_id: str, run_id: str) -> str:

@@ -11,9 +11,11 @@ from torch import nn
 
 from em3.config import COMPILE_TARGETS
 
-# each speed.compile value -> the parts it compiles; "both" is every part, "off" none
-_PARTS = ("ranker", "fusion")
-TARGETS = {t: _PARTS if t == "both" else tuple(p for p in _PARTS if p == t) for t in COMPILE_TARGETS}
+# each speed.compile value -> the parts it compiles; config.COMPILE_TARGETS is the list of allowed values
+TARGETS = {"off": (), "ranker": ("ranker",), "fusion": ("fusion",), "both": ("ranker", "fusion")}
+if set(TARGETS) != set(COMPILE_TARGETS):
+    raise ImportError(f"em3/models/compiled.py: TARGETS {sorted(TARGETS)} must match "
+                      f"em3.config.COMPILE_TARGETS {sorted(COMPILE_TARGETS)}")
 
 
 def compile_modules(model: nn.Module, target: str) -> list[str]:

@@ -44,11 +44,11 @@ def retry(call: Callable[[], T], *, attempts: int = 8, delay: float = 0.1) -> T:
     raise AssertionError("unreachable")
 
 
-def client() -> MlflowClient:
-    """A client of the default store. Constructing it runs MLflow's schema migrations on a fresh SQLite
-    store, so it retries too: two processes started on an empty mlruns/ race there (session 10 lost a bench
-    shard to "duplicate column name: step" before this retry)."""
-    return retry(lambda: MlflowClient(tracking_uri=paths.tracking_uri()))
+def client(uri: str | None = None) -> MlflowClient:
+    """A client of `uri` (default: the default store). Constructing it runs MLflow's schema migrations on a
+    fresh SQLite store, so it retries too: two processes started on an empty mlruns/ race there (session 10
+    lost a bench shard to "duplicate column name: step" before this retry)."""
+    return retry(lambda: MlflowClient(tracking_uri=uri or paths.tracking_uri()))
 
 
 def experiment_id(c: MlflowClient, name: str = EXPERIMENT) -> str:

@@ -13,33 +13,30 @@ import pytest
 from em3.training import tracking
 
 
-class _FlakyClient:
-    """Stands in for MlflowClient: the first `fails` constructions raise `error`."""
-    calls = 0
+def _patch(monkeypatch, fails: int, error: Exception) -> list[str]:
+    """MlflowClient replaced by a stand-in whose first `fails` constructions raise `error`; returns the
+    tracking URIs it was constructed with, one per call."""
+    calls: list[str] = []
 
-    def __init__(self, *, tracking_uri: str, fails: int, error: Exception) -> None:
-        type(self).calls += 1
-        if type(self).calls <= fails:
+    def flaky(tracking_uri: str) -> str:
+        calls.append(tracking_uri)
+        if len(calls) <= fails:
             raise error
-        self.tracking_uri = tracking_uri
+        return tracking_uri
 
-
-def _patch(monkeypatch, fails: int, error: Exception) -> type:
-    cls = type("Flaky", (_FlakyClient,), {"calls": 0})
-    monkeypatch.setattr(tracking, "MlflowClient", lambda tracking_uri: cls(tracking_uri=tracking_uri,
-                                                                           fails=fails, error=error))
+    monkeypatch.setattr(tracking, "MlflowClient", flaky)
     monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
-    return cls
+    return calls
 
 
 def test_client_survives_the_fresh_store_migration_race(monkeypatch):
-    cls = _patch(monkeypatch, 2, sqlite3.OperationalError("duplicate column name: step"))
-    c = tracking.client()
-    assert cls.calls == 3 and c.tracking_uri == tracking.paths.tracking_uri()
+    calls = _patch(monkeypatch, 2, sqlite3.OperationalError("duplicate column name: step"))
+    assert tracking.client() == tracking.paths.tracking_uri()
+    assert calls == [tracking.paths.tracking_uri()] * 3
 
 
 def test_client_does_not_hide_a_real_error(monkeypatch):
-    cls = _patch(monkeypatch, 1, sqlite3.OperationalError("unable to open database file"))
+    calls = _patch(monkeypatch, 1, sqlite3.OperationalError("unable to open database file"))
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):
-        tracking.client()
-    assert cls.calls == 1
+        tracking.client("sqlite:////nowhere/mlflow.db")
+    assert calls == ["sqlite:////nowhere/mlflow.db"]
