@@ -26,6 +26,7 @@ RANKERS = ("din", "dcnv2")
 CIC_NEGATIVES = ("in_batch", "sampled")
 COMPUTE_DTYPES = ("auto", "fp32", "bf16")
 COMPILE_TARGETS = ("off", "ranker", "fusion", "both")
+IMAGE_TOPS = ("frozen", "trained")
 DEVICES = ("auto", "cpu", "cuda")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "token_proj")
 AUTO_USER_FEATURES = "auto"   # data.user_features: the source's own list (RawDataset.user_feature_columns)
@@ -126,10 +127,15 @@ class EncoderConfig:
     audio_encoder: str = field(default="scratch", metadata=_help(
         "Audio encoder: 'scratch' (log-mel spectrogram + a small seeded frozen encoder; em3/models/audio_encoder.py)."))
     audio_tokens: int = field(default=16, metadata=_help("Audio modality: time tokens per item's sound."))
+    image_top: str = field(default="frozen", metadata=_help(
+        "frozen: the image backbone's last feature map is cached; trained: its last block (MobileNetV2's 1x1 "
+        "conv + BatchNorm, folded into one per-token layer) is trained by the ranking loss from its pretrained "
+        "weights, and the cache holds the block's input (em3/models/image_encoder.py, fold_top)."))
     cache_dir: str = field(default="", metadata=_help("Feature cache directory; empty = <repo>/.cache/features."))
 
     def __post_init__(self) -> None:
         _positive(self, "text_layers", "max_text_len", "audio_tokens", prefix="encoder")
+        _choice(self.image_top, IMAGE_TOPS, "encoder.image_top")
         _check(self.tabular_buckets >= 2, "encoder.tabular_buckets", f"must be >= 2, got {self.tabular_buckets}")
         for n in ("image_height", "image_width"):
             _check(getattr(self, n) >= 0, f"encoder.{n}", f"must be >= 0, got {getattr(self, n)}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from em3.config import EncoderConfig
+from em3.config import ConfigError, EncoderConfig
 from em3.data.schema import RawDataset, SampleSet
 from em3.modalities.image import read_image, resolve_image_size
 from em3.modalities.text import item_texts
@@ -25,6 +25,9 @@ class LiveTokenStore(nn.Module):
 
     def __init__(self, raw: RawDataset, samples: SampleSet, enc: EncoderConfig):
         super().__init__()
+        if enc.image_top != "frozen":
+            raise ConfigError(f"encoder.image_top = {enc.image_top}: the live (no cache) token store runs the frozen "
+                              "backbones whole; use image_top = frozen with it")
         size = resolve_image_size(raw, samples, enc)
         texts = item_texts(raw, np.asarray(samples.item_ids))
         self.image_enc = load_image_encoder(enc.image_encoder)

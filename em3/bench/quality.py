@@ -266,13 +266,18 @@ def run_quality(spec: QualitySpec, *, log: Callable[[str], None] = print,
                     claims.release(h)
                 continue
             trained += 1
-            m = getattr(result, "metrics", {})
-            log(f"  {getattr(result, 'status', '?')} in {time.perf_counter() - t0:.0f} s: val AUC "
-                f"{m.get('val/auc', float('nan')):.4f}, test AUC {m.get('test/auc', float('nan')):.4f}, "
-                f"cold AUC {m.get('test_cold/auc', float('nan')):.4f}, best epoch {m.get('best_epoch', 0):.0f}")
+            log(result_line(result, time.perf_counter() - t0))
             if after_run is not None:
                 after_run()
     return trained
+
+
+def result_line(result: object, seconds: float) -> str:
+    """One log line of a finished bench run: status, time, val / test / cold AUC, best epoch."""
+    m = getattr(result, "metrics", {})
+    return (f"  {getattr(result, 'status', '?')} in {seconds:.0f} s: val AUC {m.get('val/auc', float('nan')):.4f}, "
+            f"test AUC {m.get('test/auc', float('nan')):.4f}, cold AUC {m.get('test_cold/auc', float('nan')):.4f}, "
+            f"best epoch {m.get('best_epoch', 0):.0f}")
 
 
 class Claims(Protocol):

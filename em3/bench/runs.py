@@ -24,7 +24,7 @@ ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_feat
                                "encoder.audio_encoder": "scratch", "encoder.audio_tokens": "16",
                                "data.item_fields": "auto", "speed.fast_dropout": "False",
                                "speed.fill_uninitialized": "True", "speed.compile": "off",
-                               "speed.token_pca": "0"}
+                               "speed.token_pca": "0", "encoder.image_top": "frozen"}
 # Fields that say how a run is executed, not what is trained: never part of the hash (two processes of one
 # thread each train the same experiments as one process of two).
 RUN_ONLY: frozenset[str] = frozenset({"speed.threads"})

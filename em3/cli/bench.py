@@ -16,6 +16,8 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "quality": ("em3.bench.cli", "quality_main", "CTR quality table: arms x seeds (AUC, gAUC, logloss)."),
     "efficiency": ("em3.bench.cli", "efficiency_main", "Time and memory of the history strategies."),
     "speed": ("em3.bench.cli", "speed_main", "CPU training speed: an epoch per row, each speed lever on and off."),
+    "variant": ("em3.bench.variant", "main",
+                "A quality-table cell's chosen point with extra overrides (e.g. encoder.image_top=trained)."),
 }
 
 

@@ -30,7 +30,7 @@ from em3.config import EncoderConfig
 from em3.data.atomic import clean_stale_temps, discard, new_temp_dir, publish, verify_manifest, write_manifest
 from em3.data.schema import ITEM_COLUMNS, RawDataset, SampleSet
 from em3.errors import CacheError
-from em3.modalities.base import ModalityTokens
+from em3.modalities.base import ModalityTokens, TokenTop
 from em3.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,18 @@ def _load(path: Path, inputs: dict[str, Any], *, num_items: int) -> ModalityToke
         raise CacheError(f"{path}: {tokens.shape[0]} rows, expected {num_items + 1} (items + padding)")
     grid = meta.get("grid")
     return ModalityTokens(tokens=tokens, mask=mask, labels=labels, grid=tuple(grid) if grid else None,
-                          missing=int(meta["missing"]))
+                          missing=int(meta["missing"]), top=_load_top(path, meta))
+
+
+def _load_top(path: Path, meta: dict[str, Any]) -> TokenTop | None:
+    """The cached trainable last layer (top_weight.npy, top_bias.npy, meta 'top_activation'), if any."""
+    if "top_activation" not in meta:
+        return None
+    try:
+        return TokenTop(weight=np.load(path / "top_weight.npy"), bias=np.load(path / "top_bias.npy"),
+                        activation=meta["top_activation"])
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{path}: unreadable top layer files ({exc})") from exc
 
 
 def _write(tmp: Path, raw: RawDataset, samples: SampleSet, enc: EncoderConfig, modality: str, *,
@@ -244,8 +255,13 @@ def _write(tmp: Path, raw: RawDataset, samples: SampleSet, enc: EncoderConfig, m
     del tokens
     missing = int((~mask[1:].any(axis=1)).sum())
     np.save(tmp / "mask.npy", mask)
+    top: TokenTop | None = getattr(encoder, "top", None)
+    if top is not None:   # the tokens are this layer's input: keep its pretrained weights beside them
+        np.save(tmp / "top_weight.npy", top.weight.astype(np.float32))
+        np.save(tmp / "top_bias.npy", top.bias.astype(np.float32))
     (tmp / "labels.json").write_text(json.dumps(labels))
     if missing:
         log.warning("%s: %d of %d items have no readable %s (masked)", raw.name, missing, n_items, modality)
-    write_manifest(tmp, meta={"inputs": inputs, "grid": list(encoder.grid) if encoder.grid else None,
-                              "missing": missing, "num_items": n_items, "encoder": encoder.source})
+    meta = {"inputs": inputs, "grid": list(encoder.grid) if encoder.grid else None,
+            "missing": missing, "num_items": n_items, "encoder": encoder.source}
+    write_manifest(tmp, meta=meta if top is None else {**meta, "top_activation": top.activation})

@@ -48,6 +48,33 @@ class Modality:
     #   whether the source has this modality's input at all (no: a config fusing it is refused, by name)
 
 
+ACTIVATIONS = ("none", "relu", "relu6")
+
+
+@dataclass(frozen=True)
+class TokenTop:
+    """A backbone's last per-token layer, kept out of the cache so the ranking loss can train it:
+    y = act(x W^T + b) on every token (MobileNetV2's 1x1 conv block with its BatchNorm folded in).
+
+    The cache then holds the layer's input x (the backbone's second-to-last map) and this layer's
+    pretrained weights, which the model copies as its starting point (encoder.image_top = trained)."""
+
+    weight: np.ndarray                  # (C_out, C_in) float32
+    bias: np.ndarray                    # (C_out,) float32
+    activation: str                     # one of ACTIVATIONS
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"TokenTop.activation: {self.activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        if self.weight.ndim != 2 or self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"TokenTop: weight {self.weight.shape} and bias {self.bias.shape}; expected "
+                             "(C_out, C_in) and (C_out,)")
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.weight.shape[0])
+
+
 @dataclass(frozen=True)
 class ModalityTokens:
     """One modality's tokens of every item, as the feature cache holds them."""
@@ -57,3 +84,4 @@ class ModalityTokens:
     labels: list[list[str]]             # per item index, its token labels (row 0: [])
     grid: tuple[int, int] | None        # image grid, or None
     missing: int                        # items without this modality's input (all-masked rows)
+    top: TokenTop | None = None         # the trainable last layer the tokens still go through (else None)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from em3.modalities.base import Encoded, Modality
+from em3.modalities.base import Encoded, Modality, TokenTop
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,11 @@ def resolve_image_size(raw: Any, samples: Any, enc: Any) -> tuple[int, int]:
 
 def _key_inputs(raw: Any, samples: Any, enc: Any) -> dict[str, Any]:
     from em3.models.encoders import image_encoder_identity
-    return {"image_encoder": image_encoder_identity(enc.image_encoder),
-            "image_size": list(resolve_image_size(raw, samples, enc))}
+    inputs = {"image_encoder": image_encoder_identity(enc.image_encoder),
+              "image_size": list(resolve_image_size(raw, samples, enc))}
+    if enc.image_top != "frozen":   # only then: every frozen-top cache keeps its key
+        inputs["image_top"] = enc.image_top
+    return inputs
 
 
 @dataclass
@@ -52,6 +55,7 @@ class _ImageBatches:
     source: str
     shape: tuple[int, int]
     grid: tuple[int, int]
+    top: TokenTop | None = None      # encoder.image_top = trained: the last block, cached beside its input
 
     def encode(self, item_ids: np.ndarray) -> Encoded:
         images = [read_image(self.raw, i) for i in item_ids]
@@ -60,12 +64,14 @@ class _ImageBatches:
 
 
 def _open(raw: Any, samples: Any, enc: Any) -> _ImageBatches:
-    from em3.models.encoders import load_image_encoder
-    model = load_image_encoder(enc.image_encoder)
+    from em3.models.image_encoder import fold_top, load_image_encoder
+    trained = enc.image_top == "trained"
+    model = load_image_encoder(enc.image_encoder, before_top=trained)
     size = resolve_image_size(raw, samples, enc)
     grid, ci = model.grid_and_dim(size)
     return _ImageBatches(raw=raw, model=model, size=size, source=model.source,
-                         shape=(grid[0] * grid[1], ci), grid=grid)
+                         shape=(grid[0] * grid[1], ci), grid=grid,
+                         top=fold_top(model.model, name=enc.image_encoder) if trained else None)
 
 
 MODALITY = Modality(name="image", view="grid", key_inputs=_key_inputs, open=_open,

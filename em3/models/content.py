@@ -35,7 +35,8 @@ class ItemTokenStore(nn.Module):
     Default: float16 as cached, cast on use. With `prenorm`, each token is LayerNormed once here (no
     affine) and stored in `dtype` (the projection's compute dtype), so a step gathers ready inputs.
     With `pca` = k > 0 (needs `prenorm`), a modality wider than k keeps the top-k principal components
-    of its real tokens (`pca_reduce`).
+    of its real tokens (`pca_reduce`). A modality whose tokens still go through a trainable top layer
+    (`ModalityTokens.top`, encoder.image_top = trained) is kept as cached: it is normalised after that layer.
     """
 
     def __init__(self, tokens: "ItemTokens", *, prenorm: bool = False, dtype: torch.dtype = torch.float16,
@@ -45,10 +46,11 @@ class ItemTokenStore(nn.Module):
             raise ValueError("ItemTokenStore: pca needs prenorm (the components are fitted to prenormed tokens)")
         self.prenorm = prenorm
         self.names = tuple(m for m in tokens.names if modalities is None or m in modalities)
-        store = dtype if prenorm else torch.float16
+        self.tops = {m: tokens[m].top for m in self.names if tokens[m].top is not None}
         for m in self.names:   # buffers follow .to(device)
-            x = _stored(tokens[m].tokens, prenorm=prenorm, dtype=store)
-            if pca and x.shape[-1] > pca:
+            ready = prenorm and m not in self.tops
+            x = _stored(tokens[m].tokens, prenorm=ready, dtype=dtype if ready else torch.float16)
+            if pca and ready and x.shape[-1] > pca:
                 x = pca_reduce(x, torch.from_numpy(np.array(tokens[m].mask, dtype=bool)), k=pca)
             self.register_buffer(f"{m}_tokens", x, persistent=False)
             self.register_buffer(f"{m}_mask", torch.from_numpy(np.array(tokens[m].mask, dtype=bool)),
@@ -56,7 +58,7 @@ class ItemTokenStore(nn.Module):
 
     @property
     def dims(self) -> dict[str, int]:
-        """C of each modality."""
+        """C of each modality, as stored (a modality with a top layer: that layer's input width)."""
         return {m: int(getattr(self, f"{m}_tokens").shape[-1]) for m in self.names}
 
     def forward(self, items: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
@@ -105,19 +107,30 @@ def pca_reduce(x: Tensor, mask: Tensor, *, k: int, chunk: int = 256) -> Tensor:
     return out
 
 
+ACTIVATIONS = {"none": lambda x: x, "relu": F.relu, "relu6": F.relu6}
+
+
+def apply_top(x: Tensor, weight: Tensor, bias: Tensor, activation: str) -> Tensor:
+    """(..., C_in) tokens through a per-token top layer act(x W^T + b) -> (..., C_out)."""
+    return ACTIVATIONS[activation](F.linear(x, weight, bias))
+
+
 def pooled_features(tokens: "ItemTokens", *, modalities: Sequence[str], chunk: int = 512) -> Tensor:
     """(I+1, sum C) masked mean-pooled encoder tokens, L2-normalised per modality, concatenated.
 
     A missing modality (all tokens masked) pools to zeros. Computed in chunks so a memory-mapped
-    cache is never fully materialised as float32.
+    cache is never fully materialised as float32. A modality cached below its top layer goes through
+    that layer's pretrained weights first (frozen: the same features as a frozen-top cache).
     """
     parts = []
     for m in ordered(modalities):
-        x_all, mask_all = tokens[m].tokens, tokens[m].mask
+        x_all, mask_all, top = tokens[m].tokens, tokens[m].mask, tokens[m].top
         rows = []
         for start in range(0, x_all.shape[0], chunk):
             x = torch.from_numpy(np.asarray(x_all[start:start + chunk], dtype=np.float32))   # (n, T, C)
             mask = torch.from_numpy(np.asarray(mask_all[start:start + chunk], dtype=bool))    # (n, T)
+            if top is not None:
+                x = apply_top(x, torch.from_numpy(top.weight), torch.from_numpy(top.bias), top.activation)
             pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)    # (n, C)
             rows.append(F.normalize(pooled, dim=-1))   # L2 per modality: raw scales differ ~10x
         parts.append(torch.cat(rows))

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,6 +22,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from em3.config import ConfigError, FusionConfig
 from em3.modalities import ordered
+from em3.models.content import apply_top
+
+if TYPE_CHECKING:
+    from em3.modalities.base import TokenTop
 
 # cuDNN attention builds a new plan for every new batch shape (~25-45 ms a call on an H200), and
 # deduplication makes the item count vary every step: use the memory-efficient kernel instead.
@@ -125,20 +130,39 @@ class ModalityProjection(nn.Module):
     With `prenorm` the token store already holds LayerNormed tokens (no affine): the projection's
     weights absorb the affine (W diag(g), W b + c span the same maps), so only the Linear remains.
     With `compute_dtype` bf16 the projection runs in bf16 (the store's dtype) and returns float32.
+    With `top` (a backbone's last per-token layer, em3.modalities.base.TokenTop) the tokens first go
+    through that layer, trainable from its pretrained weights (`top_weight`, `top_bias`), then the LayerNorm.
     """
 
-    def __init__(self, in_dim: int, dim: int, *, prenorm: bool = False, compute_dtype: torch.dtype = torch.float32):
+    def __init__(self, in_dim: int, dim: int, *, prenorm: bool = False, compute_dtype: torch.dtype = torch.float32,
+                 top: "TokenTop | None" = None):
         super().__init__()
-        self.norm = nn.Identity() if prenorm else nn.LayerNorm(in_dim)
+        self.top_activation = top.activation if top is not None else None
+        if top is not None:
+            if top.weight.shape[1] != in_dim:
+                raise ConfigError(f"encoder.image_top: the cached top layer takes {top.weight.shape[1]}-d tokens, "
+                                  f"the store holds {in_dim}-d ones (a stale feature cache)")
+            # Plain parameters, not an nn.Linear: no LoRA target by name, and no draw from the RNG, so
+            # every other parameter is initialised as without the top.
+            self.top_weight = nn.Parameter(torch.from_numpy(np.array(top.weight, dtype=np.float32)))   # (C, C_in)
+            self.top_bias = nn.Parameter(torch.from_numpy(np.array(top.bias, dtype=np.float32)))       # (C,)
+            in_dim = top.out_dim
+        self.norm = nn.Identity() if prenorm and top is None else nn.LayerNorm(in_dim)
         self.token_proj = nn.Linear(in_dim, dim)
         self.compute_dtype = compute_dtype
 
+    def _top(self, x: Tensor) -> Tensor:
+        if self.top_activation is None:
+            return x
+        w, b = self.top_weight.to(x.dtype), self.top_bias.to(x.dtype)
+        return apply_top(x, w, b, self.top_activation)                     # (N, T, C_in) -> (N, T, C)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.compute_dtype == torch.float32:
-            return self.token_proj(self.norm(x.float()))                   # (N, T, C) -> (N, T, D)
+            return self.token_proj(self.norm(self._top(x.float())))        # (N, T, C) -> (N, T, D)
         # bf16 end to end on the big matmul: the store is bf16 already, the weights are cast per call.
         w, b = self.token_proj.weight.to(self.compute_dtype), self.token_proj.bias.to(self.compute_dtype)
-        return F.linear(self.norm(x.to(self.compute_dtype)), w, b).float()
+        return F.linear(self.norm(self._top(x.to(self.compute_dtype))), w, b).float()
 
 
 class FusionQFormer(nn.Module):
@@ -149,7 +173,8 @@ class FusionQFormer(nn.Module):
     """
 
     def __init__(self, cfg: FusionConfig, *, dims: Mapping[str, int], prenorm: bool = False,
-                 compute_dtype: torch.dtype = torch.float32, queries_only_last_layer: bool = False):
+                 compute_dtype: torch.dtype = torch.float32, queries_only_last_layer: bool = False,
+                 tops: "Mapping[str, TokenTop] | None" = None):
         super().__init__()
         self.mode = cfg.mode
         self.modalities = ordered(cfg.modalities)                               # fixed order: the registry's
@@ -158,8 +183,9 @@ class FusionQFormer(nn.Module):
             raise ConfigError(f"model.fusion.modalities: no tokens of {lacking} to fuse (the token store holds "
                               f"{sorted(dims)})")
         self.queries_only_last_layer = queries_only_last_layer
-        self.proj = nn.ModuleDict({m: ModalityProjection(dims[m], cfg.dim, prenorm=prenorm,
-                                                         compute_dtype=compute_dtype) for m in self.modalities})
+        tops = tops or {}
+        self.proj = nn.ModuleDict({m: ModalityProjection(dims[m], cfg.dim, prenorm=prenorm, compute_dtype=compute_dtype,
+                                                         top=tops.get(m)) for m in self.modalities})
         self.dropout = nn.Dropout(cfg.dropout)
         if cfg.mode == "mean":
             self.queries = None

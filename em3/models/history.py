@@ -85,7 +85,7 @@ class ContentEncoder(nn.Module):
                                     pca=speed.token_pca)
         self.fusion = FusionQFormer(cfg.fusion, dims=self.store.dims,
                                     prenorm=speed.prenorm_tokens, compute_dtype=dtype,
-                                    queries_only_last_layer=speed.queries_only_last_layer)
+                                    queries_only_last_layer=speed.queries_only_last_layer, tops=self.store.tops)
         if self.strategy == "lora":
             add_lora(self.fusion, cfg)
         # One projection serves both roles only when the projection has no adapter (the history role

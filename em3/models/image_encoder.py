@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from em3.config import ConfigError
+from em3.modalities.base import TokenTop
 from em3.paths import resolve_image_encoder
 
 SCRATCH = "scratch"
@@ -49,6 +50,7 @@ class ImageEncoder:
     mean: np.ndarray           # (3,) per-channel mean after rescaling to [0, 1]
     std: np.ndarray            # (3,)
     rescale: float = 1 / 255
+    before_top: bool = False   # tokens are the input of the last block (`fold_top`), not its output
     _shapes: dict[tuple[int, int], tuple[tuple[int, int], int]] = field(default_factory=dict, repr=False)
 
     @property
@@ -89,11 +91,45 @@ class ImageEncoder:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         # eval() on every call: train-mode BatchNorm would overwrite the (folded) running statistics.
         self.model.eval()
-        out = self.model(pixel_values=x).last_hidden_state
+        if self.before_top:
+            top, self.model.conv_1x1 = self.model.conv_1x1, nn.Identity()   # the block's input comes out
+            try:
+                out = self.model(pixel_values=x).last_hidden_state
+            finally:
+                self.model.conv_1x1 = top
+        else:
+            out = self.model(pixel_values=x).last_hidden_state
         if out.dim() != 4:
             raise ConfigError(f"encoder.image_encoder: {self.name!r} gives a {out.dim()}-d last_hidden_state; "
                               "expected a (N, C, H, W) feature map (a convolutional backbone such as MobileNetV2)")
         return out.float()
+
+
+def fold_top(model: nn.Module, *, name: str = "") -> TokenTop:
+    """MobileNetV2's last block (`conv_1x1`: a 1x1 conv, BatchNorm, activation) as one per-token layer
+    act(x W^T + b), the BatchNorm's running statistics folded into W and b (exact in eval mode).
+
+    ConfigError when the backbone has no such block (the scratch encoder's last conv is a 2x2 patch conv).
+    """
+    layer = getattr(model, "conv_1x1", None)
+    conv = getattr(layer, "convolution", None)
+    if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
+        raise ConfigError(f"encoder.image_top = trained: the image encoder {name!r} has no 1x1 last block to train "
+                          f"(conv_1x1 is {conv!r}); use a pretrained MobileNetV2, or image_top = frozen")
+    w = conv.weight.detach()[:, :, 0, 0].double()                                  # (C_out, C_in)
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    bn = layer.normalization
+    if bn is not None:
+        scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)   # (C_out,)
+        w = w * scale[:, None]
+        b = (b - bn.running_mean.double()) * scale + bn.bias.detach().double()
+    act = layer.activation
+    kind = ("none" if act is None else "relu6" if isinstance(act, nn.ReLU6)
+            else "relu" if isinstance(act, nn.ReLU) else None)
+    if kind is None:
+        raise ConfigError(f"encoder.image_top = trained: the last block of {name!r} ends in {act!r}; "
+                          "expected ReLU6, ReLU or no activation")
+    return TokenTop(weight=w.float().numpy(), bias=b.float().numpy(), activation=kind)
 
 
 def _freeze(model: nn.Module) -> nn.Module:
@@ -137,10 +173,14 @@ def build_scratch_image_model() -> nn.Module:
     return _freeze(model)
 
 
-def load_image_encoder(name: str) -> ImageEncoder:
-    """The configured image encoder: 'scratch', a hub id or a local path ($EM3_IMAGE_ENCODER for the default)."""
+def load_image_encoder(name: str, *, before_top: bool = False) -> ImageEncoder:
+    """The configured image encoder: 'scratch', a hub id or a local path ($EM3_IMAGE_ENCODER for the default).
+    With `before_top`, its tokens are the input of the last block (see `fold_top`)."""
     if name == SCRATCH:
-        return ImageEncoder(name=name, source=SCRATCH, model=build_scratch_image_model(),
+        model = build_scratch_image_model()
+        if before_top:
+            fold_top(model, name=name)   # raises: the scratch encoder's last block is a patch conv
+        return ImageEncoder(name=name, source=SCRATCH, model=model,
                             mean=np.asarray(SCRATCH_MEAN, np.float32), std=np.asarray(SCRATCH_STD, np.float32))
     from transformers import AutoImageProcessor, AutoModel
 
@@ -155,7 +195,10 @@ def load_image_encoder(name: str) -> ImageEncoder:
     mean = np.asarray(getattr(processor, "image_mean", None) or (0.0, 0.0, 0.0), np.float32)
     std = np.asarray(getattr(processor, "image_std", None) or (1.0, 1.0, 1.0), np.float32)
     rescale = float(getattr(processor, "rescale_factor", 1 / 255) or 1 / 255)
-    return ImageEncoder(name=name, source=source, model=_freeze(model), mean=mean, std=std, rescale=rescale)
+    if before_top:
+        fold_top(model, name=name)       # fail now, before any image is encoded
+    return ImageEncoder(name=name, source=source, model=_freeze(model), mean=mean, std=std, rescale=rescale,
+                        before_top=before_top)
 
 
 @contextmanager

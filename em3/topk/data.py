@@ -81,6 +81,10 @@ def from_samples(samples, tokens=None, *, name: str) -> TopKData:
         mats[s] = pair_matrix(samples.user[rows], remap[samples.item[rows]],
                               num_users=samples.num_users, num_items=len(warm_index))
     image = text = None
+    if tokens is not None and any(getattr(m, "top", None) is not None for m in getattr(tokens, "modalities", {}).values()):
+        raise DataError(f"{name}: the feature cache holds tokens below a trainable top layer "
+                        "(encoder.image_top = trained, a CTR-model option); the top-K benchmark needs frozen "
+                        "tokens: use encoder.image_top = frozen")
     if tokens is not None:
         image = masked_mean(tokens.image, tokens.image_mask)[warm_index]   # (I, Ci)
         text = masked_mean(tokens.text, tokens.text_mask)[warm_index]      # (I, Ct)
