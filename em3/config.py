@@ -318,6 +318,13 @@ class SpeedConfig:
     queries_only_last_layer: bool = field(default=True, metadata=_help(
         "Exact. In the last selfattn Fusion-Q-Former layer compute only the query rows (the token rows are "
         "discarded after it)."))
+    fold_token_proj: bool = field(default=False, metadata=_help(
+        "Exact (to float rounding; the same dropout masks). A one-layer selfattn Fusion-Q-Former computing only "
+        "its query rows (speed.queries_only_last_layer) over prenormed tokens reads each item's raw tokens "
+        "against one vector per (head, query) instead of projecting every token to D first (em3/models/fold.py): "
+        "37% fewer FLOPs an em3 MovieLens step, but on a 2-core CPU the step is memory-bound and no faster "
+        "(docs/RESULTS.md, Speed, session 12), so off. Elsewhere (more layers, blip2, mean, a trained image top) "
+        "it does nothing. Not part of the config hash, like speed.threads."))
     merge_lora_history: bool = field(default=True, metadata=_help(
         "Exact (with model.history.lora_dropout = 0). The lora history path runs each adapted layer as one "
         "matmul with W.detach() + s·BA instead of the base layer plus the adapter's two."))

@@ -26,8 +26,9 @@ ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_feat
                                "speed.fill_uninitialized": "True", "speed.compile": "off",
                                "speed.token_pca": "0", "encoder.image_top": "frozen"}
 # Fields that say how a run is executed, not what is trained: never part of the hash (two processes of one
-# thread each train the same experiments as one process of two).
-RUN_ONLY: frozenset[str] = frozenset({"speed.threads"})
+# thread each train the same experiments as one process of two; the folded token projection computes the
+# same function as the plain one, in another order of additions, as another thread count does).
+RUN_ONLY: frozenset[str] = frozenset({"speed.threads", "speed.fold_token_proj"})
 
 
 def config_hash(cfg: Config | dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ kept in a JSON file after every row, keyed by config hash, so an interrupted ben
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from em3.bench.runs import config_hash
-from em3.config import Config, preset, to_dict, with_arm, with_overrides
+from em3.config import Config, flatten, preset, to_dict, with_arm, with_overrides
 from em3.models.precision import resolve_compute_dtype
 from em3.paths import REPO_ROOT
 
@@ -26,7 +27,8 @@ ALL_OFF: dict[str, Any] = {"speed.prenorm_tokens": False, "speed.project_once": 
                            "speed.queries_only_last_layer": False, "speed.din_split_attention": False,
                            "speed.merge_lora_history": False,
                            "speed.eval_item_cache": False, "speed.keep_heap": False, "speed.compute_dtype": "fp32",
-                           "speed.fast_dropout": False, "speed.fill_uninitialized": True}
+                           "speed.fast_dropout": False, "speed.fill_uninitialized": True,
+                           "speed.fold_token_proj": False}
 
 # name -> (arm, overrides on top of the base). Lever rows switch one thing of the `em3` row.
 OLD_PRESET: dict[str, Any] = {"train.batch_size": 256, "speed.compute_dtype": "fp32",      # the movielens preset
@@ -39,6 +41,7 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, every lever off, batch 256 (the old code path)": ("em3", {**OLD_PRESET, **ALL_OFF}),
     "em3, prenorm_tokens off": ("em3", {"speed.prenorm_tokens": False}),
     "em3, project_once off": ("em3", {"speed.project_once": False}),
+    "em3, fold_token_proj on": ("em3", {"speed.fold_token_proj": True}),
     "em3, queries_only_last_layer off": ("em3", {"speed.queries_only_last_layer": False}),
     "em3, merge_lora_history off": ("em3", {"speed.merge_lora_history": False}),
     "em3, din_split_attention off": ("em3", {"speed.din_split_attention": False}),
@@ -90,6 +93,12 @@ def probe(cfg: Config, *, timeout_s: float = 3600) -> dict[str, Any]:
     return json.loads(line[len("SPEED "):])
 
 
+def row_key(cfg: Config) -> str:
+    """A row's identity in the JSON file: every field, those the config hash leaves out included (a speed
+    row with speed.fold_token_proj on is another measurement, though the same experiment)."""
+    return hashlib.sha1(json.dumps({k: str(v) for k, v in flatten(cfg).items()}, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def default_json(base: Config) -> Path:
     return REPO_ROOT / ".cache" / "bench" / f"speed-{config_hash(base)[:10]}.json"
 
@@ -106,7 +115,7 @@ def run_speed(*, data: str, quick: bool, sets: Mapping[str, str], rows: Sequence
     result["rows"] = [r for r in result["rows"] if "error" not in r]
     for name in rows:
         cfg = row_config(base, name, quick=quick)
-        h = config_hash(cfg)
+        h = row_key(cfg)
         if h in done:
             log(f"  {name}: already measured ({path})")
             continue

@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from em3.config import ConfigError, FusionConfig
 from em3.modalities import ordered
 from em3.models.content import apply_top
+from em3.models.fold import foldable, folded_embedding
 
 if TYPE_CHECKING:
     from em3.modalities.base import TokenTop
@@ -174,7 +175,7 @@ class FusionQFormer(nn.Module):
 
     def __init__(self, cfg: FusionConfig, *, dims: Mapping[str, int], prenorm: bool = False,
                  compute_dtype: torch.dtype = torch.float32, queries_only_last_layer: bool = False,
-                 tops: "Mapping[str, TokenTop] | None" = None):
+                 tops: "Mapping[str, TokenTop] | None" = None, fold_token_proj: bool = False):
         super().__init__()
         self.mode = cfg.mode
         self.modalities = ordered(cfg.modalities)                               # fixed order: the registry's
@@ -198,6 +199,8 @@ class FusionQFormer(nn.Module):
             self.layers = nn.ModuleList(layer(cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout)
                                         for _ in range(cfg.num_layers))
             self.out_proj = nn.Linear(cfg.num_queries * cfg.dim, cfg.dim)
+        # speed.fold_token_proj where it computes the same function (em3/models/fold.py); else the plain path
+        self.fold = fold_token_proj and foldable(self)
 
     def project(self, inputs: Inputs) -> tuple[list[Tensor], list[Tensor]]:
         """{modality: (tokens (N, T_m, C_m), mask (N, T_m))} -> per fused modality the tokens projected to D
@@ -210,6 +213,9 @@ class FusionQFormer(nn.Module):
                 return_attention: bool = False) -> FusionOutput:
         """{modality: (tokens, mask)} -> FusionOutput; with `projected`, `inputs` is `project`'s (tokens, masks)
         and only the fusion runs (so a caller can share one projection between paths)."""
+        if self.fold and not projected and not return_attention:
+            segments = tuple((m, int(inputs[m][1].shape[1])) for m in self.modalities)
+            return FusionOutput(folded_embedding(self, inputs), None, segments)
         tokens, masks = inputs if projected else self.project(inputs)
         segments = tuple((m, int(k.shape[1])) for m, k in zip(self.modalities, masks))
         n = masks[0].shape[0]

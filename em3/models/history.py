@@ -13,7 +13,7 @@ Shape letters: B batch, L history length, N items, D content size.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -67,6 +67,18 @@ def add_lora(fusion: FusionQFormer, cfg: ModelConfig) -> None:
         p.requires_grad_(True)
 
 
+class _Apply(nn.Module):
+    """forward(fn) = fn(fusion): lets functional_call run any function of the fusion with substituted parameters
+    (built per call, never a submodule of the encoder, so no parameter is registered twice)."""
+
+    def __init__(self, fusion: FusionQFormer):
+        super().__init__()
+        self.fusion = fusion
+
+    def forward(self, fn: Callable[[FusionQFormer], Any]) -> Any:
+        return fn(self.fusion)
+
+
 class ContentEncoder(nn.Module):
     """Encodes target and history items into D-dim content embeddings, each unique item once."""
 
@@ -85,13 +97,15 @@ class ContentEncoder(nn.Module):
                                     pca=speed.token_pca)
         self.fusion = FusionQFormer(cfg.fusion, dims=self.store.dims,
                                     prenorm=speed.prenorm_tokens, compute_dtype=dtype,
-                                    queries_only_last_layer=speed.queries_only_last_layer, tops=self.store.tops)
+                                    queries_only_last_layer=speed.queries_only_last_layer, tops=self.store.tops,
+                                    fold_token_proj=speed.fold_token_proj)
         if self.strategy == "lora":
             add_lora(self.fusion, cfg)
         # One projection serves both roles only when the projection has no adapter (the history role
         # would otherwise project differently) and items are deduplicated.
+        # Folded, no item is projected at all (em3/models/fold.py): nothing to share.
         self.project_once = (speed.project_once and self.dedup and self.strategy in ("lora", "frozen")
-                             and "token_proj" not in cfg.history.lora_targets)
+                             and "token_proj" not in cfg.history.lora_targets and not self.fusion.fold)
         # W + s·BA is the adapted layer's map only without dropout on the adapter's input.
         self.merge_lora = speed.merge_lora_history and cfg.history.lora_dropout == 0.0
 
@@ -105,20 +119,24 @@ class ContentEncoder(nn.Module):
 
     def _fuse(self, inputs: dict | tuple, *, history: bool, projected: bool) -> Tensor:
         """Store inputs (or, with `projected`, `FusionQFormer.project`'s output) -> (N, D) through one path."""
+        return self._in_path(lambda fusion: fusion(inputs, projected=projected).embedding, history=history)
+
+    def _in_path(self, fn: Callable[[FusionQFormer], Any], *, history: bool) -> Any:
+        """fn(fusion) with one path's parameters: the target path (adapters off), or the history path (shared:
+        the target's; frozen: under no_grad; lora: the base weights detached, so only the adapters train)."""
         if not history or self.strategy == "shared":
             with adapters_off(self.fusion):
-                return self.fusion(inputs, projected=projected).embedding
+                return fn(self.fusion)
         if self.strategy == "frozen":
             with torch.no_grad():
-                return self.fusion(inputs, projected=projected).embedding
-        # lora: the base weights enter detached, so only the adapters receive gradient.
-        base = {n: p.detach() for n, p in self.fusion.named_parameters() if not _is_adapter(n)}
+                return fn(self.fusion)
+        base = {f"fusion.{n}": p.detach() for n, p in self.fusion.named_parameters() if not _is_adapter(n)}
         if not self.merge_lora:
-            return functional_call(self.fusion, base, (inputs,), {"projected": projected}).embedding
+            return functional_call(_Apply(self.fusion), base, (fn,))
         # merged: each adapted layer as one Linear with W.detach() + s·BA (gradient reaches A and B through it)
+        merged = {f"fusion.{k}": w for k, w in self._merged_weights().items()}
         with adapters_off(self.fusion):
-            return functional_call(self.fusion, {**base, **self._merged_weights()}, (inputs,),
-                                   {"projected": projected}).embedding
+            return functional_call(_Apply(self.fusion), {**base, **merged}, (fn,))
 
     def _merged_weights(self) -> dict[str, Tensor]:
         """{'<layer>.base_layer.weight': W.detach() + s·B@A} for every LoRA-adapted layer of the fusion."""

@@ -33,7 +33,7 @@ def _grads(model, batch) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("lever", ["project_once", "queries_only_last_layer", "din_split_attention",
-                                   "merge_lora_history"])
+                                   "merge_lora_history", "fold_token_proj"])
 @pytest.mark.parametrize("arm", ["em3", "em3_frozen_history"])
 def test_exact_levers_keep_logits_and_gradients(config, samples, tokens, batch, lever, arm):
     off, on = _pair(config, samples, tokens, lever, arm, **NO_DROPOUT)
@@ -42,6 +42,51 @@ def test_exact_levers_keep_logits_and_gradients(config, samples, tokens, batch, 
     assert g_off.keys() == g_on.keys() and g_off
     for name in g_off:
         torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("arm,kw", [("em3_shared_history", {}), ("em3", {"speed__merge_lora_history": False}),
+                                    ("em3", {"model__fusion__num_queries": 3, "model__fusion__num_heads": 4}),
+                                    ("em3", {"model__history__lora_targets": ("q_proj", "token_proj")})])
+def test_fold_token_proj_keeps_logits_and_gradients(config, samples, tokens, batch, arm, kw):
+    """The fold reads raw tokens against per-(head, query) vectors: the same function and gradients, with the
+    LoRA history path unmerged, a LoRA adapter on the folded projection itself, more queries and heads."""
+    off, on = _pair(config, samples, tokens, "fold_token_proj", arm, **NO_DROPOUT, **kw)
+    assert on.content.fusion.fold and not off.content.fusion.fold
+    torch.testing.assert_close(on.eval()(batch).logits, off.eval()(batch).logits, rtol=1e-5, atol=1e-6)
+    g_off, g_on = _grads(off, batch), _grads(on, batch)
+    assert g_off.keys() == g_on.keys() and any("lora_" in n for n in g_on) == (arm == "em3")
+    for name in g_off:
+        torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("arm", ["em3", "em3_frozen_history", "em3_shared_history"])
+def test_fold_token_proj_draws_the_same_dropout_masks(config, samples, tokens, batch, arm):
+    """In training, with dropout on, the folded model consumes the random stream as the plain one does: the
+    same seed gives the same logits (so turning the fold on is not another seed)."""
+    off, on = _pair(config, samples, tokens, "fold_token_proj", arm)
+    logits = []
+    for model in (off, on):
+        torch.manual_seed(7)
+        logits.append(model.train()(batch).logits)
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [{"model__fusion__num_layers": 2}, {"model__fusion__mode": "blip2"},
+                                {"speed__queries_only_last_layer": False}, {"speed__prenorm_tokens": False}])
+def test_fold_token_proj_stays_off_where_it_would_change_the_function(config, samples, tokens, kw):
+    torch.manual_seed(0)
+    model = build_model(config("em3", speed__fold_token_proj=True, **kw), samples=samples, tokens=tokens)
+    assert not model.content.fusion.fold
+
+
+def test_fold_token_proj_keeps_attention_maps(config, samples, tokens):
+    """The Attention page's maps come from the plain path: the same with the fold on."""
+    off, on = _pair(config, samples, tokens, "fold_token_proj")
+    items = torch.arange(1, 6)
+    (a_off, s_off), (a_on, s_on) = off.fusion_attention(items), on.fusion_attention(items)
+    assert s_off == s_on and a_off
+    for w_off, w_on in zip(a_off, a_on, strict=True):
+        torch.testing.assert_close(w_on, w_off)
 
 
 def test_queries_only_last_layer_keeps_attention_maps(config, samples, tokens):
