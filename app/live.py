@@ -1,4 +1,11 @@
-"""The live view of dashboard jobs: progress bar, loss and validation curves, cancel, error, MLflow link."""
+"""The live view of dashboard jobs: progress bar, loss and validation curves, cancel, error, MLflow link.
+
+The view polls while a job is active, in the server process that also trains the job, and on a one-machine
+setup (`make run`) the browser draws on the same cores. So a poll does little: the progress line every
+REFRESH_S, the charts rebuilt only when their series changed and at most every CHART_REFRESH_S (in between
+the same figure objects are sent again), and a job's MLflow run looked up once (docs/RESULTS.md, "What
+watching costs").
+"""
 from __future__ import annotations
 
 import time
@@ -14,6 +21,9 @@ from app.state import registry
 STATE_ICON = {QUEUED: ":material/hourglass_top:", RUNNING: ":material/play_circle:", FINISHED: ":material/check_circle:",
               FAILED: ":material/error:", CANCELLED: ":material/block:"}
 VAL_KEYS = ("val/auc", "val/gauc", "val/logloss")
+REFRESH_S = 2.0          # the job cards' poll while any job is queued or running
+CHART_REFRESH_S = 5.0    # a running job's charts take new points at most this often
+_RUN_OF_JOB: dict[tuple[str, str], tuple[str, str]] = {}   # (store, job id) -> (experiment, run id): never changes
 
 
 def _eta(seconds: float | None) -> str:
@@ -68,22 +78,16 @@ def job_card(job: dict[str, Any], *, key: str, expanded: bool) -> None:
         if job["state"] == FAILED:
             st.error(f"Run failed:\n\n```\n{job['error']}\n```")
         if job["losses"] or job["epochs"]:
+            loss_fig, val_fig = _charts(job)
             left, right = st.columns(2)
-            losses = pd.DataFrame(job["losses"], columns=["step", "value"])
             with left:
-                widgets.plot(widgets.curves([("train/loss", losses)], title="Training loss (live)"),
-                             key=f"loss-{key}-{job['id']}")
-            epochs = pd.DataFrame(job["epochs"])
-            series = [(k, epochs[["epoch", k]].rename(columns={k: "value"})) for k in VAL_KEYS if k in epochs]
+                widgets.plot(loss_fig, key=f"loss-{key}-{job['id']}")
             with right:
-                if series:
-                    widgets.plot(widgets.curves(series, title="Validation (per epoch)", x="epoch"),
-                                 key=f"val-{key}-{job['id']}")
+                if val_fig is not None:
+                    widgets.plot(val_fig, key=f"val-{key}-{job['id']}")
                 else:   # an empty chart would read as 'no validation'
                     st.caption("Validation (per epoch): AUC, gAUC and logloss appear here after the first epoch.")
-        found = None
-        if job["run_id"] or job["state"] in (RUNNING, FINISHED, FAILED, CANCELLED):
-            found = store.find_run_for_job(store.uri(), job["id"])
+        found = _run_of_job(job)
         if found:
             widgets.mlflow_link(*found)
         if job["state"] == FINISHED and job["metrics"]:
@@ -91,12 +95,47 @@ def job_card(job: dict[str, Any], *, key: str, expanded: bool) -> None:
             st.dataframe(pd.DataFrame([shown]), hide_index=True)
 
 
+def _charts(job: dict[str, Any]) -> tuple[Any, Any | None]:
+    """The job's figures, kept per browser session (st.session_state) between polls."""
+    return chart_figures(job, st.session_state.setdefault("_live_charts", {}), now=time.time())
+
+
+def chart_figures(job: dict[str, Any], cache: dict[str, Any], *, now: float) -> tuple[Any, Any | None]:
+    """(loss figure, validation figure or None) of a job. Rebuilt only when a series grew or the state changed,
+    and while the job runs at most every CHART_REFRESH_S; otherwise the figures held in `cache` come back."""
+    seen = (len(job["losses"]), len(job["epochs"]), job["state"])
+    held = cache.get(job["id"])
+    if held is not None and (held["seen"] == seen or (
+            job["state"] == RUNNING and held["seen"][2] == RUNNING and now - held["at"] < CHART_REFRESH_S)):
+        return held["figs"]
+    losses = pd.DataFrame(job["losses"], columns=["step", "value"])
+    loss_fig = widgets.curves([("train/loss", losses)], title="Training loss (live)")
+    epochs = pd.DataFrame(job["epochs"])
+    series = [(k, epochs[["epoch", k]].rename(columns={k: "value"})) for k in VAL_KEYS if k in epochs]
+    val_fig = widgets.curves(series, title="Validation (per epoch)", x="epoch") if series else None
+    cache[job["id"]] = {"seen": seen, "at": now, "figs": (loss_fig, val_fig)}
+    return cache[job["id"]]["figs"]
+
+
+def _run_of_job(job: dict[str, Any]) -> tuple[str, str] | None:
+    """(experiment id, run id) of the MLflow run a job created, looked up in the store until found."""
+    where = (store.uri(), job["id"])
+    if where in _RUN_OF_JOB:
+        return _RUN_OF_JOB[where]
+    if not (job["run_id"] or job["state"] in (RUNNING, FINISHED, FAILED, CANCELLED)):
+        return None
+    found = store.find_run_for_job(*where)
+    if found:
+        _RUN_OF_JOB[where] = found
+    return found
+
+
 def jobs_panel(*, key: str, group: str | None = None, limit: int = 20) -> None:
-    """All dashboard jobs (or one group's), newest first; refreshes itself every second while any is active."""
+    """All dashboard jobs (or one group's), newest first; refreshes itself every REFRESH_S while any is active."""
     jobs = [j for j in registry().jobs() if group is None or j["group"] == group]
     active = any(j["state"] in (QUEUED, RUNNING) for j in jobs)
 
-    @st.fragment(run_every=1.0 if active else None)
+    @st.fragment(run_every=REFRESH_S if active else None)
     def _panel() -> None:
         current = [j for j in registry().jobs() if group is None or j["group"] == group][:limit]
         if active and not any(j["state"] in (QUEUED, RUNNING) for j in current):

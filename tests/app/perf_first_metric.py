@@ -1,4 +1,5 @@
-"""Measure Start → first live metric and the whole run (not a test: `python tests/app/perf_first_metric.py [PRESET]`).
+"""Measure Start → first live metric and the whole run (not a test:
+`python tests/app/perf_first_metric.py [PRESET] [KEY=VALUE ...]`, e.g. `demo speed.threads=1`).
 
 Mirrors the server: the registry warms up when the app starts (store opened, trainer imported, the
 default `demo` preset's data and feature cache built, in a fresh cache directory as on a new machine);
@@ -31,9 +32,11 @@ def main() -> None:
     while reg.warming:
         time.sleep(0.1)
     print(f"warm-up at app start (store, trainer imports, demo data and feature cache): {time.time() - t0:.1f} s")
+    name = sys.argv[1] if len(sys.argv) > 1 else "tiny"
+    extra = dict(a.split("=", 1) for a in sys.argv[2:])
     for label in ("first Start", "second Start"):
-        name = sys.argv[1] if len(sys.argv) > 1 else "tiny"
         cfg = with_overrides(preset(name), {"train.epochs": 1}) if name == "tiny" else preset(name)
+        cfg = with_overrides(cfg, extra) if extra else cfg
         snap = reg.wait(reg.submit(cfg), timeout=900)
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in snap["phases"].items())
         print(f"{label}: first live metric {snap['first_metric_s']:.1f} s after Start; "

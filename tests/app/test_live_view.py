@@ -1,0 +1,34 @@
+"""The live view's polls do little: figures rebuilt only when a series grew, at most every CHART_REFRESH_S."""
+from __future__ import annotations
+
+from app.live import CHART_REFRESH_S, chart_figures
+from app.jobs import FINISHED, RUNNING
+
+
+def _job(state: str, n_losses: int, n_epochs: int) -> dict:
+    return {"id": "j0001-abcdef", "state": state, "losses": [(10 * i, 0.7 - 0.01 * i) for i in range(n_losses)],
+            "epochs": [{"epoch": e + 1, "val/auc": 0.6 + 0.01 * e, "val/gauc": 0.55, "val/logloss": 0.6}
+                       for e in range(n_epochs)]}
+
+
+def _loss_points(fig) -> int:
+    return len(fig.data[0].x)
+
+
+def test_a_running_jobs_charts_take_new_points_at_most_every_chart_refresh():
+    cache: dict = {}
+    loss, val = chart_figures(_job(RUNNING, 3, 0), cache, now=100.0)
+    assert _loss_points(loss) == 3 and val is None            # no validation chart before the first epoch
+    again = chart_figures(_job(RUNNING, 5, 0), cache, now=100.0 + CHART_REFRESH_S / 2)
+    assert again[0] is loss                                   # the same figure is sent again: no rebuild
+    later = chart_figures(_job(RUNNING, 6, 1), cache, now=100.0 + CHART_REFRESH_S + 0.1)
+    assert later[0] is not loss and _loss_points(later[0]) == 6
+    assert [t.name for t in later[1].data] == ["val/auc", "val/gauc", "val/logloss"]
+
+
+def test_unchanged_series_are_not_rebuilt_and_the_end_of_a_run_is_drawn_at_once():
+    cache: dict = {}
+    first = chart_figures(_job(RUNNING, 4, 1), cache, now=0.0)
+    assert chart_figures(_job(RUNNING, 4, 1), cache, now=1000.0) is first   # nothing new, however late
+    done = chart_figures(_job(FINISHED, 7, 2), cache, now=0.5)              # finished: the whole run, now
+    assert done is not first and _loss_points(done[0]) == 7 and len(done[1].data[0].x) == 2
