@@ -304,6 +304,11 @@ class SpeedConfig:
         "bf16 matmuls, AVX512-BF16/AMX; elsewhere torch emulates them, slower than fp32), or auto (bf16 where "
         "the CPU has them, else fp32; em3/models/precision.py). The rest of the model stays fp32. CUDA uses "
         "train.bf16 instead."))
+    ranker_dtype: str = field(default="fp32", metadata=_help(
+        "Dtype of the ranker's forward (DIN's attention units and MLP, DCN-v2's cross and deep layers) on the "
+        "CPU: fp32, bf16 (under torch.autocast; fast only with bf16 matmuls, like compute_dtype) or auto (bf16 "
+        "where the CPU has them). Logits and attention come back in float32, so the loss is computed in fp32. "
+        "Not exact: it changes results. CUDA uses train.bf16 instead."))
     prenorm_tokens: bool = field(default=True, metadata=_help(
         "LayerNorm the frozen encoder tokens once when the token store is built (no affine; the projection's "
         "weights absorb it) instead of on every step. Same function class and the same model at init."))
@@ -354,6 +359,7 @@ class SpeedConfig:
 
     def __post_init__(self) -> None:
         _choice(self.compute_dtype, COMPUTE_DTYPES, "speed.compute_dtype")
+        _choice(self.ranker_dtype, COMPUTE_DTYPES, "speed.ranker_dtype")
         _choice(self.compile, COMPILE_TARGETS, "speed.compile")
         _check(self.token_pca >= 0, "speed.token_pca", f"must be >= 0 (0 = off), got {self.token_pca}")
         _check(self.token_pca == 0 or self.prenorm_tokens, "speed.token_pca",

@@ -24,7 +24,8 @@ ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_feat
                                "encoder.audio_encoder": "scratch", "encoder.audio_tokens": "16",
                                "data.item_fields": "auto", "speed.fast_dropout": "False",
                                "speed.fill_uninitialized": "True", "speed.compile": "off",
-                               "speed.token_pca": "0", "encoder.image_top": "frozen"}
+                               "speed.token_pca": "0", "encoder.image_top": "frozen",
+                               "speed.ranker_dtype": "fp32"}
 # Fields that say how a run is executed, not what is trained: never part of the hash (two processes of one
 # thread each train the same experiments as one process of two; the folded token projection computes the
 # same function as the plain one, in another order of additions, as another thread count does).

@@ -53,6 +53,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, token_pca 128": ("em3", {"speed.token_pca": 128}),
     "em3, compute_dtype fp32": ("em3", {"speed.compute_dtype": "fp32"}),
     "em3, compute_dtype bf16": ("em3", {"speed.compute_dtype": "bf16"}),
+    "em3, ranker_dtype bf16": ("em3", {"speed.ranker_dtype": "bf16"}),
+    "id_only, ranker_dtype bf16": ("id_only", {"speed.ranker_dtype": "bf16"}),
     "em3, deterministic off": ("em3", {"train.deterministic": False}),     # reproducibility, not speed: its cost
     "em3, batch 256, fp32, lr 1e-3 (the preset until session 5)": ("em3", OLD_PRESET),
     "em3, batch 256, bf16, lr 1e-3": ("em3", {**OLD_PRESET, "speed.compute_dtype": "bf16"}),

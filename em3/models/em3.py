@@ -20,7 +20,8 @@ from em3.models.compiled import compile_modules
 from em3.models.dropout import use_fast_dropout
 from em3.models.history import ContentEncoder
 from em3.models.history_cut import cut_mask
-from em3.models.rankers import build_ranker
+from em3.models.precision import ranker_autocast
+from em3.models.rankers import RankerOutput, build_ranker
 from em3.models.user_features import UserFeatureEmbedding
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class EM3Model(nn.Module):
         user_fields = samples.user_features.num_fields if m.ranker.user_features else 0
         self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0,
                                    user_fields=user_fields, split_attention=cfg.speed.din_split_attention)
+        self.ranker_dtype = cfg.speed.ranker_dtype     # fp32 | bf16 | auto: the ranker's forward (precision.py)
         self.cut, self.cut_k = m.history.cut, m.history.cut_k
         self.cut_active = m.history.cut_k > 0
         self.use_cic = m.use_content and m.cic.weight > 0
@@ -125,8 +127,8 @@ class EM3Model(nn.Module):
             target_content, history_content = self.content(item, history)      # (B, D), (B, L, D)
 
         # step 3: the ranker scores (user, target, history)
-        ranked = self.ranker(user_vec, target_id, history_id=history_id, history_mask=history_mask,
-                             target_content=target_content, history_content=history_content)
+        ranked = self._rank(user_vec, target_id, history_id=history_id, history_mask=history_mask,
+                            target_content=target_content, history_content=history_content)
         out = ModelOutput(logits=ranked.logits, history_attention=ranked.attention,       # (B,), (B, L)
                           history_content_attention=ranked.content_attention)
         if not self.use_cic:
@@ -175,7 +177,7 @@ class EM3Model(nn.Module):
             mask = history_mask[owner]                                          # (R, L)
             if self.cut_active:
                 mask = cut_mask(target_id[rows], history_id[owner], mask, cut=self.cut, k=self.cut_k)
-            ranked = self.ranker(
+            ranked = self._rank(
                 user_vec[owner], target_id[rows], history_id=history_id[owner], history_mask=mask,
                 target_content=None if target_content is None else target_content[rows],
                 history_content=None if history_content is None else history_content[owner])
@@ -210,10 +212,20 @@ class EM3Model(nn.Module):
         target_content = history_content = None
         if self.content is not None:
             target_content, history_content = catalogue.target[items], catalogue.history[history]
-        return self.ranker.score_pairs(self.user_vector(user), target_id,
-                                       history_id=history_id,
-                                       history_mask=history_mask, target_content=target_content,
-                                       history_content=history_content)          # (B, I)
+        with ranker_autocast(self.ranker_dtype):
+            scores = self.ranker.score_pairs(self.user_vector(user), target_id,
+                                             history_id=history_id,
+                                             history_mask=history_mask, target_content=target_content,
+                                             history_content=history_content)    # (B, I)
+        return scores.float()
+
+    def _rank(self, *args: Tensor, **kwargs: Tensor | None) -> RankerOutput:
+        """The ranker's forward in `speed.ranker_dtype`; logits and attention back in float32."""
+        with ranker_autocast(self.ranker_dtype):
+            ranked = self.ranker(*args, **kwargs)
+        as_fp32 = lambda t: None if t is None else t.float()   # noqa: E731
+        return RankerOutput(logits=as_fp32(ranked.logits), attention=as_fp32(ranked.attention),
+                            content_attention=as_fp32(ranked.content_attention))
 
     # ---- exports for evaluation and the dashboard ----
 

@@ -7,6 +7,7 @@ AMD EPYC with AVX512-BF16 of session 4. `auto` picks by the CPU's flags.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -34,3 +35,13 @@ def resolve_compute_dtype(name: str) -> str:
     if name not in DTYPES:
         raise ValueError(f"speed.compute_dtype: unknown value {name!r}; expected auto, fp32 or bf16")
     return name
+
+
+def ranker_autocast(name: str) -> contextlib.AbstractContextManager:
+    """The context a ranker's forward runs in for a `speed.ranker_dtype` value: CPU bf16 autocast, or nothing.
+
+    Only CPU ops are affected (CUDA runs under train.bf16's own autocast). On a CPU with bf16 matmuls an em3
+    MovieLens step took 0.84x the fp32 one this way (scripts/bf16_autocast_probe.py, docs/RESULTS.md)."""
+    if resolve_compute_dtype(name) == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -84,7 +84,8 @@ def configure_run(cfg: Config) -> dict[str, str]:
     from em3.models.precision import resolve_compute_dtype
 
     return {**configure_cpu(cfg.speed), **configure_determinism(cfg.train, cfg.speed),
-            "em3.compute_dtype": resolve_compute_dtype(cfg.speed.compute_dtype)}
+            "em3.compute_dtype": resolve_compute_dtype(cfg.speed.compute_dtype),
+            "em3.ranker_dtype": resolve_compute_dtype(cfg.speed.ranker_dtype)}
 
 
 def configure_determinism(train: TrainConfig, speed: SpeedConfig | None = None) -> dict[str, str]:
