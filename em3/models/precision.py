@@ -41,7 +41,7 @@ def ranker_autocast(name: str) -> contextlib.AbstractContextManager:
     """The context a ranker's forward runs in for a `speed.ranker_dtype` value: CPU bf16 autocast, or nothing.
 
     Only CPU ops are affected (CUDA runs under train.bf16's own autocast). On a CPU with bf16 matmuls an em3
-    MovieLens step took 0.84x the fp32 one this way (scripts/bf16_autocast_probe.py, docs/RESULTS.md)."""
+    MovieLens step took 0.87x the fp32 one this way (scripts/step_ab.py, docs/RESULTS.md)."""
     if resolve_compute_dtype(name) == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -25,7 +25,6 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -59,15 +58,11 @@ def _finished_run(db: Path) -> tuple[str, float] | None:
 
 
 def one_run(mode: str) -> dict[str, object]:
-    import subprocess
-
     import test_app_browser as tb   # the browser test's helpers: server start, clicks, waits
 
     tmp = Path(tempfile.mkdtemp(prefix=f"em3-watch-{mode}-"))
-    env = {"EM3_CACHE_DIR": str(tmp / "features"), "EM3_WARM_DEMO": "1"}
-    subprocess.run([sys.executable, "-m", "em3", "data", "--source", "synthetic", "--preset", "demo",
-                    "--build-cache"], cwd=REPO, env={**os.environ, **env}, check=True, capture_output=True)
-    driver = _driver()
+    env = tb.new_user_env(tmp)
+    driver = tb.new_driver()
     try:
         with tb._serve(tmp, **env) as (base, _):
             server = psutil.Process(_server_pid(base))
@@ -100,17 +95,6 @@ def one_run(mode: str) -> dict[str, object]:
             "first_live_metric_s": float(first.group(1)) if first else None,
             "server_cpu_s": round(cpu["server"], 1), "chromium_cpu_s": round(cpu["chromium"], 1),
             "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
-
-
-def _driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from test_app_browser import CHROMEDRIVER, CHROMIUM
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,2200"):
-        opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
 def _server_pid(base: str) -> int:

@@ -24,7 +24,7 @@ def main() -> None:
     from app.jobs import JobRegistry, default_train_fn
     from app.state import warm_up
     from em3.training.runtime import keep_heap
-    from em3.config import preset, with_overrides
+    from em3.config import parse_set, preset, with_overrides
 
     t0 = time.time()
     keep_heap()                                   # as app.state.registry() does before the worker starts
@@ -33,7 +33,7 @@ def main() -> None:
         time.sleep(0.1)
     print(f"warm-up at app start (store, trainer imports, demo data and feature cache): {time.time() - t0:.1f} s")
     name = sys.argv[1] if len(sys.argv) > 1 else "tiny"
-    extra = dict(a.split("=", 1) for a in sys.argv[2:])
+    extra = parse_set(sys.argv[2:])
     for label in ("first Start", "second Start"):
         cfg = with_overrides(preset(name), {"train.epochs": 1}) if name == "tiny" else preset(name)
         cfg = with_overrides(cfg, extra) if extra else cfg

@@ -78,18 +78,35 @@ def server(tmp_path):
         yield served
 
 
-@pytest.fixture
-def new_user_server(tmp_path):
-    """A server as a new user meets it after `make run`: an empty store, a new feature cache (EM3_CACHE_DIR in
-    tmp) holding only what `make run` builds before the server starts (the demo data), and the start-up
-    warm-up that the suite otherwise turns off (tests/conftest.py)."""
+def new_user_env(tmp_path: Path) -> dict[str, str]:
+    """What `make run` leaves a new user before the server starts: a new feature cache (EM3_CACHE_DIR in tmp)
+    holding only the demo data's, built now; plus the start-up warm-up the suite otherwise turns off
+    (tests/conftest.py). Returns the server's extra environment."""
     env = {"EM3_CACHE_DIR": str(tmp_path / "features"), "EM3_WARM_DEMO": "1"}
-    t0 = time.time()
     subprocess.run([sys.executable, "-m", "em3", "data", "--source", "synthetic", "--preset", "demo",
                     "--build-cache"], cwd=REPO, env={**os.environ, **env}, check=True, capture_output=True)
+    return env
+
+
+@pytest.fixture
+def new_user_server(tmp_path):
+    """A server as a new user meets it after `make run`: an empty store and new_user_env's cache."""
+    t0 = time.time()
+    env = new_user_env(tmp_path)
     MAKE_RUN_S["demo_cache_s"] = round(time.time() - t0, 1)
     with _serve(tmp_path, **env) as served:
         yield served
+
+
+def new_driver():
+    """Headless Debian Chromium through selenium, the window the screenshots are taken at."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,2200"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
 @pytest.fixture
@@ -97,13 +114,8 @@ def browser():
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}); "
                     "`apt-get install -y chromium chromium-driver` (.ci/run does it)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs the selenium package (requirements.txt)")
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1500,2200"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    pytest.importorskip("selenium.webdriver", reason="needs the selenium package (requirements.txt)")
+    driver = new_driver()
     yield driver
     driver.quit()
 
