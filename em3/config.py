@@ -330,12 +330,23 @@ class SpeedConfig:
         "37% fewer FLOPs an em3 MovieLens step, but on a 2-core CPU the step is memory-bound and no faster "
         "(docs/RESULTS.md, Speed, session 12), so off. Elsewhere (more layers, blip2, mean, a trained image top) "
         "it does nothing. Not part of the config hash, like speed.threads."))
+    fold_attention: bool = field(default=True, metadata=_help(
+        "Exact (to float rounding). Where a few queries attend to many keys (the Fusion-Q-Former's query rows, "
+        "BLIP-2's queries over the tokens), fold the key and value projections into the queries "
+        "(em3/models/attention_fold.py) instead of projecting every key row and calling the scaled-dot-product "
+        "kernel: 0.72x an em3 MovieLens step on 2 CPU cores (docs/RESULTS.md, Speed, session 15). Not part of "
+        "the config hash, like speed.threads."))
     merge_lora_history: bool = field(default=True, metadata=_help(
         "Exact (with model.history.lora_dropout = 0). The lora history path runs each adapted layer as one "
         "matmul with W.detach() + s·BA instead of the base layer plus the adapter's two."))
     din_split_attention: bool = field(default=True, metadata=_help(
         "Exact. DIN's attention unit applies its first layer as (W1+W3)q + (W2-W3)k + W4(q*k) instead of "
         "W[q, k, q-k, q*k], so the target term is computed once per row, not once per history item."))
+    din_table_keys: bool = field(default=True, metadata=_help(
+        "Exact (to float rounding). DIN's split attention computes the key term (W2-W3)k + b once per row of the "
+        "table the history was gathered from (the ID embedding table; the batch's unique history items' "
+        "content) and gathers it, instead of once per (row, history item): 0.85x an id_only and 0.93x an em3 "
+        "MovieLens step (docs/RESULTS.md, Speed, session 15). Not part of the config hash."))
     eval_item_cache: bool = field(default=True, metadata=_help(
         "Exact. Evaluation encodes every item once per path (target, history) and runs only the ranker over "
         "the split's rows, instead of re-encoding each batch's items."))

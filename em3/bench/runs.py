@@ -28,8 +28,10 @@ ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_feat
                                "speed.ranker_dtype": "fp32"}
 # Fields that say how a run is executed, not what is trained: never part of the hash (two processes of one
 # thread each train the same experiments as one process of two; the folded token projection computes the
-# same function as the plain one, in another order of additions, as another thread count does).
-RUN_ONLY: frozenset[str] = frozenset({"speed.threads", "speed.fold_token_proj"})
+# same function as the plain one, in another order of additions, as another thread count does; so does
+# the folded attention and DIN's key term per table row).
+RUN_ONLY: frozenset[str] = frozenset({"speed.threads", "speed.fold_token_proj", "speed.fold_attention",
+                                      "speed.din_table_keys"})
 
 
 def config_hash(cfg: Config | dict[str, Any]) -> str:

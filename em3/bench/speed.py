@@ -28,7 +28,8 @@ ALL_OFF: dict[str, Any] = {"speed.prenorm_tokens": False, "speed.project_once": 
                            "speed.merge_lora_history": False,
                            "speed.eval_item_cache": False, "speed.keep_heap": False, "speed.compute_dtype": "fp32",
                            "speed.fast_dropout": False, "speed.fill_uninitialized": True,
-                           "speed.fold_token_proj": False}
+                           "speed.fold_token_proj": False, "speed.fold_attention": False,
+                           "speed.din_table_keys": False}
 
 # name -> (arm, overrides on top of the base). Lever rows switch one thing of the `em3` row.
 OLD_PRESET: dict[str, Any] = {"train.batch_size": 256, "speed.compute_dtype": "fp32",      # the movielens preset
@@ -42,9 +43,12 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, prenorm_tokens off": ("em3", {"speed.prenorm_tokens": False}),
     "em3, project_once off": ("em3", {"speed.project_once": False}),
     "em3, fold_token_proj on": ("em3", {"speed.fold_token_proj": True}),
+    "em3, fold_attention off": ("em3", {"speed.fold_attention": False}),
     "em3, queries_only_last_layer off": ("em3", {"speed.queries_only_last_layer": False}),
     "em3, merge_lora_history off": ("em3", {"speed.merge_lora_history": False}),
     "em3, din_split_attention off": ("em3", {"speed.din_split_attention": False}),
+    "em3, din_table_keys off": ("em3", {"speed.din_table_keys": False}),
+    "id_only, din_table_keys off": ("id_only", {"speed.din_table_keys": False}),
     "em3, eval_item_cache off": ("em3", {"speed.eval_item_cache": False}),
     "em3, keep_heap off": ("em3", {"speed.keep_heap": False}),
     "em3, fast_dropout off": ("em3", {"speed.fast_dropout": False}),

@@ -70,6 +70,7 @@ class EM3Model(nn.Module):
         self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0,
                                    user_fields=user_fields, split_attention=cfg.speed.din_split_attention)
         self.ranker_dtype = cfg.speed.ranker_dtype     # fp32 | bf16 | auto: the ranker's forward (precision.py)
+        self.table_keys = cfg.speed.din_table_keys and m.ranker.kind == "din"
         self.cut, self.cut_k = m.history.cut, m.history.cut_k
         self.cut_active = m.history.cut_k > 0
         self.use_cic = m.use_content and m.cic.weight > 0
@@ -119,16 +120,22 @@ class EM3Model(nn.Module):
             history_mask = cut_mask(target_id, history_id, history_mask, cut=self.cut, k=self.cut_k)
             history = history.masked_fill(~history_mask, PAD_INDEX)
 
-        # step 2: content embeddings of the target and history items (unique items encoded once)
-        target_content = history_content = None
+        # step 2: content embeddings of the target and history items (unique items encoded once); the
+        # history's as (table, index) too: DIN's key term is then computed once per table row
+        target_content = history_content = content_rows = None
         if self.content is not None and catalogue is not None:
-            target_content, history_content = catalogue.target[item], catalogue.history[history]
+            target_content, content_rows = catalogue.target[item], (catalogue.history, history)
         elif self.content is not None:
-            target_content, history_content = self.content(item, history)      # (B, D), (B, L, D)
+            target_content, content_rows = self.content.encode(item, history)   # (B, D), ((U, D), (B, L))
+        if content_rows is not None:
+            history_content = content_rows[0][content_rows[1]]                   # (B, L, D)
 
         # step 3: the ranker scores (user, target, history)
+        tables = {}
+        if self.table_keys:
+            tables = {"history_id_rows": (self.item_id_emb.weight, history_row), "history_content_rows": content_rows}
         ranked = self._rank(user_vec, target_id, history_id=history_id, history_mask=history_mask,
-                            target_content=target_content, history_content=history_content)
+                            target_content=target_content, history_content=history_content, **tables)
         out = ModelOutput(logits=ranked.logits, history_attention=ranked.attention,       # (B,), (B, L)
                           history_content_attention=ranked.content_attention)
         if not self.use_cic:

@@ -22,6 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from em3.config import ConfigError, FusionConfig
 from em3.modalities import ordered
+from em3.models.attention_fold import folded_attention, pays, shared_query_rows
 from em3.models.content import apply_top
 from em3.models.fold import foldable, folded_embedding
 
@@ -44,11 +45,16 @@ class FusionOutput:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separately named q/k/v/out projections (so LoRA can target each)."""
+    """Multi-head attention with separately named q/k/v/out projections (so LoRA can target each).
 
-    def __init__(self, dim: int, *, num_heads: int):
+    With `fold` (speed.fold_attention), a few queries over many keys take the folded order
+    (em3/models/attention_fold.py): the same function without projecting every key row to K and V.
+    """
+
+    def __init__(self, dim: int, *, num_heads: int, fold: bool = False):
         super().__init__()
         self.num_heads = num_heads
+        self.fold = fold
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
@@ -58,6 +64,9 @@ class Attention(nn.Module):
                 need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """query (N, Q, D), key (N, K, D), key_mask (N, K) True = real; every row needs >= 1 real key."""
         n, q_len, dim = query.shape
+        if self.fold and pays(self, q_len):
+            out, weights = folded_attention(self, query, key, key_mask, need_weights=need_weights)
+            return self.out_proj(out), weights
         h, hd = self.num_heads, dim // self.num_heads
         q = self.q_proj(query).view(n, q_len, h, hd).transpose(1, 2)       # (N, h, Q, hd)
         k = self.k_proj(key).view(n, -1, h, hd).transpose(1, 2)            # (N, h, K, hd)
@@ -78,9 +87,9 @@ class Attention(nn.Module):
 class SelfAttnLayer(nn.Module):
     """The authors' layer: self-attention over [queries; tokens], residual, dropout, post-LayerNorm, no FFN."""
 
-    def __init__(self, dim: int, *, num_heads: int, dropout: float):
+    def __init__(self, dim: int, *, num_heads: int, dropout: float, fold: bool = False):
         super().__init__()
-        self.attn = Attention(dim, num_heads=num_heads)
+        self.attn = Attention(dim, num_heads=num_heads, fold=fold)
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
@@ -98,10 +107,10 @@ class SelfAttnLayer(nn.Module):
 class Blip2Layer(nn.Module):
     """BLIP-2 Q-Former layer: self-attention among queries, cross-attention to the tokens, feed-forward."""
 
-    def __init__(self, dim: int, *, num_heads: int, dropout: float):
+    def __init__(self, dim: int, *, num_heads: int, dropout: float, fold: bool = False):
         super().__init__()
-        self.self_attn = Attention(dim, num_heads=num_heads)
-        self.cross_attn = Attention(dim, num_heads=num_heads)
+        self.self_attn = Attention(dim, num_heads=num_heads, fold=fold)
+        self.cross_attn = Attention(dim, num_heads=num_heads, fold=fold)
         self.fc1 = nn.Linear(dim, 4 * dim)
         self.fc2 = nn.Linear(4 * dim, dim)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -175,7 +184,8 @@ class FusionQFormer(nn.Module):
 
     def __init__(self, cfg: FusionConfig, *, dims: Mapping[str, int], prenorm: bool = False,
                  compute_dtype: torch.dtype = torch.float32, queries_only_last_layer: bool = False,
-                 tops: "Mapping[str, TokenTop] | None" = None, fold_token_proj: bool = False):
+                 tops: "Mapping[str, TokenTop] | None" = None, fold_token_proj: bool = False,
+                 fold_attention: bool = False):
         super().__init__()
         self.mode = cfg.mode
         self.modalities = ordered(cfg.modalities)                               # fixed order: the registry's
@@ -196,11 +206,19 @@ class FusionQFormer(nn.Module):
             self.queries = nn.Parameter(torch.empty(cfg.num_queries, cfg.dim))
             nn.init.xavier_uniform_(self.queries)
             layer = SelfAttnLayer if cfg.mode == "selfattn" else Blip2Layer
-            self.layers = nn.ModuleList(layer(cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout)
-                                        for _ in range(cfg.num_layers))
+            self.layers = nn.ModuleList(layer(cfg.dim, num_heads=cfg.num_heads, dropout=cfg.dropout,
+                                              fold=fold_attention) for _ in range(cfg.num_layers))
             self.out_proj = nn.Linear(cfg.num_queries * cfg.dim, cfg.dim)
         # speed.fold_token_proj where it computes the same function (em3/models/fold.py); else the plain path
         self.fold = fold_token_proj and foldable(self)
+
+    def _shared_queries_fold(self) -> bool:
+        """Whether the selfattn layers are one queries-only layer whose attention folds (speed.fold_attention):
+        its queries are then the same parameters for every item (em3/models/attention_fold.py)."""
+        if len(self.layers) != 1 or not self.queries_only_last_layer:
+            return False
+        attn = self.layers[0].attn
+        return attn.fold and pays(attn, self.queries.shape[0])
 
     def project(self, inputs: Inputs) -> tuple[list[Tensor], list[Tensor]]:
         """{modality: (tokens (N, T_m, C_m), mask (N, T_m))} -> per fused modality the tokens projected to D
@@ -225,11 +243,18 @@ class FusionQFormer(nn.Module):
             emb = self.out_proj(self.dropout(torch.cat(pooled, dim=-1)))  # (N, D)
             return FusionOutput(emb, [] if return_attention else None, segments)
 
+        nq = self.queries.shape[0]
+        attention: list[Tensor] = []
+        if self.mode == "selfattn" and self._shared_queries_fold():
+            # One queries-only layer over the shared queries, folded: no [queries; tokens] is built.
+            q, w = shared_query_rows(self.layers[0], self.queries, tokens, masks, need_weights=return_attention)
+            if w is not None:
+                attention.append(w[:, :, :, nq:])                          # (N, h, Nq, T)
+            return FusionOutput(self.out_proj(q.reshape(n, -1)), attention if return_attention else None, segments)
+
         x_tok = torch.cat(tokens, dim=1)                                   # (N, T, D)
         mask = torch.cat(masks, dim=1)                                     # (N, T)
-        nq = self.queries.shape[0]
         queries = self.queries.unsqueeze(0).expand(n, -1, -1)              # (N, Nq, D)
-        attention: list[Tensor] = []
         if self.mode == "selfattn":
             # Queries are prepended and always real keys, so no row of the softmax is empty.
             x = torch.cat([queries, x_tok], dim=1)                         # (N, Nq+T, D)

@@ -98,7 +98,7 @@ class ContentEncoder(nn.Module):
         self.fusion = FusionQFormer(cfg.fusion, dims=self.store.dims,
                                     prenorm=speed.prenorm_tokens, compute_dtype=dtype,
                                     queries_only_last_layer=speed.queries_only_last_layer, tops=self.store.tops,
-                                    fold_token_proj=speed.fold_token_proj)
+                                    fold_token_proj=speed.fold_token_proj, fold_attention=speed.fold_attention)
         if self.strategy == "lora":
             add_lora(self.fusion, cfg)
         # One projection serves both roles only when the projection has no adapter (the history role
@@ -147,21 +147,26 @@ class ContentEncoder(nn.Module):
                 out[f"{name}.base_layer.weight"] = layer.base_layer.weight.detach() + layer.scaling[ADAPTER] * delta
         return out
 
-    def _encode(self, items: Tensor, *, history: bool) -> Tensor:
-        """items (...) -> (..., D); with dedup each unique item is encoded once; padding (0) -> zeros."""
+    def _encode_rows(self, items: Tensor, *, history: bool) -> tuple[Tensor, Tensor]:
+        """items (...) -> (table (U, D), index (...)) with table[index] the items' content; with dedup each
+        unique item is encoded once (else every position is a row); padding (0) -> zeros."""
         flat = items.reshape(-1)
         if self.dedup:
             uniq, inverse = torch.unique(flat, return_inverse=True)
-            emb = self.embed(uniq, history=history) * (uniq > 0).unsqueeze(-1)   # (U, D)
-            emb = emb[inverse]                                                   # (N, D)
-        else:
-            emb = self.embed(flat, history=history) * (flat > 0).unsqueeze(-1)   # (N, D)
-        return emb.reshape(*items.shape, -1)
+            return self.embed(uniq, history=history) * (uniq > 0).unsqueeze(-1), inverse.reshape(items.shape)
+        emb = self.embed(flat, history=history) * (flat > 0).unsqueeze(-1)      # (N, D)
+        return emb, torch.arange(flat.numel(), device=flat.device).reshape(items.shape)
 
-    def _encode_projected_once(self, target: Tensor, history: Tensor) -> tuple[Tensor, Tensor]:
+    def _encode(self, items: Tensor, *, history: bool) -> Tensor:
+        """items (...) -> (..., D), as `_encode_rows` gathered."""
+        table, index = self._encode_rows(items, history=history)
+        return table[index]
+
+    def _encode_projected_once(self, target: Tensor, history: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """lora/frozen with one projection per item: the targets' unique items are projected with gradient
         (the target path trains the projection); the history's other items without; the history path
-        reads the targets' projections detached (its gradient stopped there, as under functional_call)."""
+        reads the targets' projections detached (its gradient stopped there, as under functional_call).
+        Returns target content (.., D) and the history's (table (Uh, D), index (B, L)), as `encode`."""
         t_flat, h_flat = target.reshape(-1), history.reshape(-1)
         t_uniq, t_pos = torch.unique(t_flat, return_inverse=True)              # (Ut,), (Nt,)
         h_uniq, h_pos = torch.unique(h_flat, return_inverse=True)              # (Uh,), (Nh,)
@@ -178,21 +183,27 @@ class ContentEncoder(nn.Module):
         t_emb = self._fuse((t_tokens, t_masks), history=False, projected=True)  # (Ut, D)
         h_emb = self._fuse((h_tokens, h_masks), history=True, projected=True)   # (Uh, D)
         t_emb = (t_emb * (t_uniq > 0).unsqueeze(-1))[t_pos]                     # (Nt, D), padding -> 0
-        h_emb = (h_emb * (h_uniq > 0).unsqueeze(-1))[h_pos]                     # (Nh, D)
-        return t_emb.reshape(*target.shape, -1), h_emb.reshape(*history.shape, -1)
+        h_emb = h_emb * (h_uniq > 0).unsqueeze(-1)                              # (Uh, D)
+        return t_emb.reshape(*target.shape, -1), (h_emb, h_pos.reshape(history.shape))
 
     def forward(self, target: Tensor, history: Tensor) -> tuple[Tensor, Tensor]:
         """target (B,) or (B*K,), history (B, L) -> target content (.., D), history content (B, L, D)."""
+        target_content, (table, index) = self.encode(target, history)
+        return target_content, table[index]
+
+    def encode(self, target: Tensor, history: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """As `forward`, with the history content as (table (U, D), index (B, L)): table[index] is it
+        (DIN's attention computes its key term once per table row; rankers.TargetAttention)."""
         if self.strategy in ("shared", "precomputed"):
             # One function for both roles: encode the union of target and history items once.
-            both = self._encode(torch.cat([target.reshape(-1), history.reshape(-1)]), history=False)
+            table, index = self._encode_rows(torch.cat([target.reshape(-1), history.reshape(-1)]), history=False)
             n = target.numel()
-            return both[:n].reshape(*target.shape, -1), both[n:].reshape(*history.shape, -1)
+            return table[index[:n]].reshape(*target.shape, -1), (table, index[n:].reshape(history.shape))
         if self.project_once:
             return self._encode_projected_once(target, history)
         # lora/frozen compute targets and history differently (gradient, adapters), so an item in both
         # roles is encoded once per role.
-        return self._encode(target, history=False), self._encode(history, history=True)
+        return self._encode(target, history=False), self._encode_rows(history, history=True)
 
     @torch.no_grad()
     def catalogue(self, num_items: int, *, batch_size: int = 512) -> tuple[Tensor, Tensor]:

@@ -82,11 +82,17 @@ class TargetAttention(nn.Module):
         s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
         return s.softmax(dim=-1) * mask.to(s.dtype)
 
-    def forward(self, target: Tensor, history: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """target (B, D), history (B, L, D), mask (B, L) -> interest (B, D), weights (B, L)."""
+    def forward(self, target: Tensor, history: Tensor, mask: Tensor, *,
+                rows: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """target (B, D), history (B, L, D), mask (B, L) -> interest (B, D), weights (B, L).
+
+        `rows` = (table (U, D), index (B, L)) with history == table[index] (an embedding table, or a batch's
+        unique items): split, the key term (W2-W3)k + b is computed once per table row and gathered, not
+        once per (row, history item). Exact."""
         if self.split:
             wq, wk, wqk, b = self._first_layer_parts()
-            h = (F.linear(target, wq).unsqueeze(1) + F.linear(history, wk, b)
+            keys = F.linear(history, wk, b) if rows is None else F.linear(rows[0], wk, b)[rows[1]]   # (B, L, H)
+            h = (F.linear(target, wq).unsqueeze(1) + keys
                  + F.linear(target.unsqueeze(1) * history, wqk))                 # (B, L, H)
             s = self._rest(h)                                                   # (B, L)
         else:
@@ -125,12 +131,16 @@ class DIN(nn.Module):
         self.head = nn.Sequential(body, nn.Linear(out, 1))
 
     def forward(self, user: Tensor, target_id: Tensor, *, history_id: Tensor, history_mask: Tensor,
-                target_content: Tensor | None = None, history_content: Tensor | None = None) -> RankerOutput:
-        id_interest, w = self.id_attention(target_id, history_id, history_mask)     # (B, Di), (B, L)
+                target_content: Tensor | None = None, history_content: Tensor | None = None,
+                history_id_rows: tuple[Tensor, Tensor] | None = None,
+                history_content_rows: tuple[Tensor, Tensor] | None = None) -> RankerOutput:
+        """`history_*_rows`: (table, index) the history was gathered from (TargetAttention's `rows`), or None."""
+        id_interest, w = self.id_attention(target_id, history_id, history_mask, rows=history_id_rows)  # (B, Di), (B, L)
         parts = [user, target_id, id_interest]
         wc = None
         if self.content_attention is not None:
-            content_interest, wc = self.content_attention(target_content, history_content, history_mask)
+            content_interest, wc = self.content_attention(target_content, history_content, history_mask,
+                                                          rows=history_content_rows)
             parts += [target_content, content_interest]
         return RankerOutput(self.head(torch.cat(parts, dim=-1)).squeeze(-1), w, wc)
 
@@ -164,7 +174,10 @@ class DCNv2(nn.Module):
         return self.head(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
 
     def forward(self, user: Tensor, target_id: Tensor, *, history_id: Tensor, history_mask: Tensor,
-                target_content: Tensor | None = None, history_content: Tensor | None = None) -> RankerOutput:
+                target_content: Tensor | None = None, history_content: Tensor | None = None,
+                history_id_rows: tuple[Tensor, Tensor] | None = None,
+                history_content_rows: tuple[Tensor, Tensor] | None = None) -> RankerOutput:
+        """`history_*_rows` (DIN's table form of the histories) are not used: pooling is one pass anyway."""
         parts = [user, target_id, masked_mean(history_id, history_mask)]
         if target_content is not None:
             parts += [target_content, masked_mean(history_content, history_mask)]

@@ -8,7 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from em3.models.attention_fold import _linear_map, pays
 from em3.models.em3 import build_model
+from em3.models.fusion import Attention
+from em3.models.history import adapters_off
 from em3.models.rankers import TargetAttention
 
 ARMS_WITH_CONTENT = ("em3", "em3_frozen_history", "em3_shared_history", "em3_mean_fusion", "precomputed")
@@ -33,7 +36,7 @@ def _grads(model, batch) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("lever", ["project_once", "queries_only_last_layer", "din_split_attention",
-                                   "merge_lora_history", "fold_token_proj"])
+                                   "merge_lora_history", "fold_token_proj", "fold_attention", "din_table_keys"])
 @pytest.mark.parametrize("arm", ["em3", "em3_frozen_history"])
 def test_exact_levers_keep_logits_and_gradients(config, samples, tokens, batch, lever, arm):
     off, on = _pair(config, samples, tokens, lever, arm, **NO_DROPOUT)
@@ -59,11 +62,12 @@ def test_fold_token_proj_keeps_logits_and_gradients(config, samples, tokens, bat
         torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("lever", ["fold_token_proj", "fold_attention"])
 @pytest.mark.parametrize("arm", ["em3", "em3_frozen_history", "em3_shared_history"])
-def test_fold_token_proj_draws_the_same_dropout_masks(config, samples, tokens, batch, arm):
+def test_folds_draw_the_same_dropout_masks(config, samples, tokens, batch, arm, lever):
     """In training, with dropout on, the folded model consumes the random stream as the plain one does: the
     same seed gives the same logits (so turning the fold on is not another seed)."""
-    off, on = _pair(config, samples, tokens, "fold_token_proj", arm)
+    off, on = _pair(config, samples, tokens, lever, arm)
     logits = []
     for model in (off, on):
         torch.manual_seed(7)
@@ -79,14 +83,64 @@ def test_fold_token_proj_stays_off_where_it_would_change_the_function(config, sa
     assert not model.content.fusion.fold
 
 
-def test_fold_token_proj_keeps_attention_maps(config, samples, tokens):
-    """The Attention page's maps come from the plain path: the same with the fold on."""
-    off, on = _pair(config, samples, tokens, "fold_token_proj")
+@pytest.mark.parametrize("lever", ["fold_token_proj", "fold_attention"])
+def test_folds_keep_attention_maps(config, samples, tokens, lever):
+    """The Attention page's maps: the same with either fold on (fold_token_proj leaves them to the plain path,
+    fold_attention returns its own weights)."""
+    off, on = _pair(config, samples, tokens, lever)
     items = torch.arange(1, 6)
     (a_off, s_off), (a_on, s_on) = off.fusion_attention(items), on.fusion_attention(items)
     assert s_off == s_on and a_off
     for w_off, w_on in zip(a_off, a_on, strict=True):
         torch.testing.assert_close(w_on, w_off)
+
+
+@pytest.mark.parametrize("arm,kw", [("em3_shared_history", {}), ("em3", {"speed__merge_lora_history": False}),
+                                    ("em3", {"model__fusion__mode": "blip2"}),
+                                    ("em3", {"model__fusion__num_layers": 2, "model__fusion__num_queries": 3}),
+                                    ("em3", {"model__history__lora_targets": ("q_proj", "k_proj", "v_proj")})])
+def test_fold_attention_keeps_logits_and_gradients(config, samples, tokens, batch, arm, kw):
+    """The key/value projections folded into the queries: the same logits and gradients with the LoRA history
+    path unmerged, adapters on k_proj and v_proj, BLIP-2's cross-attention, and two layers (the first computes
+    every row, so only the last folds)."""
+    off, on = _pair(config, samples, tokens, "fold_attention", arm, **NO_DROPOUT, **kw)
+    attns = [m for m in on.content.fusion.modules() if isinstance(m, Attention)]
+    assert attns and all(a.fold for a in attns)
+    assert not any(m.fold for m in off.content.fusion.modules() if isinstance(m, Attention))
+    torch.testing.assert_close(on.eval()(batch).logits, off.eval()(batch).logits, rtol=1e-5, atol=1e-6)
+    g_off, g_on = _grads(off, batch), _grads(on, batch)
+    assert g_off.keys() == g_on.keys() and any("lora_" in n for n in g_on) == (arm == "em3")
+    for name in g_off:
+        torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("arm,kw", [("id_only", {}), ("precomputed", {}), ("em3_shared_history", {}),
+                                    ("em3", {"model__history__dedup": False}),
+                                    ("em3", {"speed__project_once": False}),
+                                    ("em3", {"model__history__cut_k": 2})])
+def test_din_table_keys_keeps_logits_and_gradients(config, samples, tokens, batch, arm, kw):
+    """DIN's key term per table row (the ID table; the unique history items' content, each history strategy's
+    table): the same logits and gradients, with and without dedup, and under the history cut."""
+    off, on = _pair(config, samples, tokens, "din_table_keys", arm, **NO_DROPOUT, **kw)
+    assert on.table_keys and not off.table_keys
+    torch.testing.assert_close(on.eval()(batch).logits, off.eval()(batch).logits, rtol=1e-5, atol=1e-6)
+    g_off, g_on = _grads(off, batch), _grads(on, batch)
+    assert g_off.keys() == g_on.keys() and g_off
+    for name in g_off:
+        torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_fold_attention_runs_only_where_it_pays_and_is_linear(config, samples, tokens):
+    """Folded only for few queries (h·Q < D) over linear k/v maps: a layer computing every row, or a LoRA
+    adapter with dropout on k_proj, takes the plain path."""
+    torch.manual_seed(0)
+    model = build_model(config("em3", model__history__lora_targets=("k_proj",), model__history__lora_dropout=0.1),
+                        samples=samples, tokens=tokens)
+    attn = model.content.fusion.layers[0].attn
+    assert attn.fold and not pays(attn, 81)        # every row of [queries; tokens] as a query
+    with adapters_off(model.content.fusion):
+        assert pays(attn, 2)                       # the target path: the adapter is off, k_proj is linear
+    assert not _linear_map(attn.k_proj)            # the history path: dropout on the adapter's input
 
 
 def test_queries_only_last_layer_keeps_attention_maps(config, samples, tokens):

@@ -1,0 +1,119 @@
+"""Few-query attention with the key and value projections folded into the queries (speed.fold_attention).
+
+When a handful of queries attend to many keys (the Fusion-Q-Former's query rows over an item's 81
+[queries; tokens] rows, or BLIP-2's queries over the tokens), projecting every key row to K and V costs
+more than the attention itself. Per head h (Wk_h, Wv_h its (d, D) rows of the projections):
+
+    score(x)     = q_h · (Wk_h x + bk_h) / sqrt(d) = (x · u_h + q_h · bk_h) / sqrt(d),   u_h = Wk_h^T q_h
+    Σ_t a_t v_t  = Wv_h (Σ_t a_t x_t) + bv_h                                              (Σ_t a_t = 1)
+
+so the layer reads the D-wide key rows against h·Q vectors u (one small bmm), softmaxes, takes the
+attention-weighted sums of the key rows (another), and maps them through Wv once per (item, head, query).
+The offset q_h · bk_h is the same for every key of a row. It cancels in the softmax, but is added, so bk
+keeps its gradient (zero up to rounding), as in the plain path. The same function in another order of
+additions (tests/models/test_speed_levers.py). No K or V tensor is built, and the scaled-dot-product
+kernel is not called (its CPU backward zero-fills and accumulates (N, K, h, d) buffers).
+
+Two entry points: `folded_attention` (any few-query Attention call, per-item queries) and
+`shared_query_rows` (the one-layer, queries-only selfattn Fusion-Q-Former, whose queries are the same
+parameters for every item: the scores become plain matmuls and [queries; tokens] is never built).
+Measured: docs/RESULTS.md, Speed, session 15.
+
+A peft LoRA layer on k_proj / v_proj folds as W + s·B A (em3/models/fold.py's `linear_weights`); with
+dropout on an adapter's input the map is not linear, and the plain path runs instead.
+
+Shape letters: N items, Q queries, K keys, D width, h heads, d = D / h.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from peft.tuners.lora import LoraLayer
+from torch import Tensor, nn
+
+from em3.models.fold import linear_weights
+
+if TYPE_CHECKING:
+    from em3.models.fusion import Attention, SelfAttnLayer
+
+
+def _linear_map(layer: nn.Module) -> bool:
+    """Whether `layer` computes x -> W x + b (a Linear, or a LoRA layer whose active adapters have no dropout)."""
+    if not isinstance(layer, LoraLayer) or layer.disable_adapters or layer.merged:
+        return True
+    return all(isinstance(layer.lora_dropout[a], nn.Identity) for a in layer.active_adapters if a in layer.lora_A)
+
+
+def pays(attn: "Attention", q_len: int) -> bool:
+    """Whether the fold is the cheaper order here (h·Q score vectors narrower than D) and computes the
+    same function (k_proj and v_proj are linear maps)."""
+    return attn.num_heads * q_len < attn.q_proj.in_features and _linear_map(attn.k_proj) and _linear_map(attn.v_proj)
+
+
+def folded_attention(attn: "Attention", query: Tensor, key: Tensor, key_mask: Tensor, *,
+                     need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    """query (N, Q, D), key (N, K, D), key_mask (N, K) True = real -> the heads' outputs (N, Q, D) before
+    out_proj, and the weights (N, h, Q, K) when `need_weights`; equal to Attention's plain path."""
+    n, q_len, dim = query.shape
+    h = attn.num_heads
+    hd = dim // h
+    wk, bk = linear_weights(attn.k_proj)                                    # (D, D), (D,)
+    wv, bv = linear_weights(attn.v_proj)                                    # (D, D), (D,)
+    q = attn.q_proj(query).view(n, q_len, h, hd) / math.sqrt(hd)            # (N, Q, h, d), scaled as SDPA does
+    # 1. one score vector per (item, head, query) in the key rows' own D-space
+    u = torch.einsum("nqhd,hde->nhqe", q, wk.view(h, hd, dim)).reshape(n, h * q_len, dim)   # (N, h·Q, D)
+    # 2. scores against every key row, masked softmax
+    scores = torch.bmm(u, key.transpose(1, 2))                              # (N, h·Q, K)
+    if bk is not None:
+        scores = scores + torch.einsum("nqhd,hd->nhq", q, bk.view(h, hd)).reshape(n, h * q_len, 1)
+    weights = scores.masked_fill(~key_mask[:, None, :], float("-inf")).softmax(dim=-1)
+    # 3. attention-weighted key rows, then each head's value map (weights sum to 1: bv passes through)
+    pooled = torch.bmm(weights, key).view(n, h, q_len, dim)                 # (N, h, Q, D)
+    out = torch.einsum("nhqe,hde->nqhd", pooled, wv.view(h, hd, dim)).reshape(n, q_len, dim)
+    if bv is not None:
+        out = out + bv                                                      # (N, Q, D)
+    return out, (weights.view(n, h, q_len, -1) if need_weights else None)
+
+
+def shared_query_rows(layer: "SelfAttnLayer", queries: Tensor, tokens: Sequence[Tensor], masks: Sequence[Tensor], *,
+                      need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    """A one-layer, queries-only selfattn Fusion-Q-Former's query rows, whose queries are the same parameters for
+    every item: queries (Q, D), per modality tokens (N, T_m, D) and masks (N, T_m) -> the layer's output rows
+    (N, Q, D) and, when `need_weights`, the weights (N, h, Q, Q + T) over [queries; tokens]; equal to
+    SelfAttnLayer(x = [queries; tokens], rows = Q) (the same dropout draw).
+
+    With shared queries the h·Q score vectors u are shared too, so each modality's scores are one plain matmul
+    (N·T_m, D) x (D, h·Q), and neither [queries; tokens] nor the tokens of all modalities are concatenated:
+    only the (N, h·Q, Q + T) scores are.
+    """
+    attn = layer.attn
+    nq, dim = queries.shape
+    h = attn.num_heads
+    hd = dim // h
+    n = tokens[0].shape[0]
+    wk, bk = linear_weights(attn.k_proj)                                    # (D, D), (D,)
+    wv, bv = linear_weights(attn.v_proj)
+    q = attn.q_proj(queries).view(nq, h, hd) / math.sqrt(hd)               # (Q, h, d)
+    u = torch.einsum("qhd,hde->hqe", q, wk.view(h, hd, dim)).reshape(h * nq, dim)   # (h·Q, D)
+    offset = (torch.einsum("qhd,hd->hq", q, bk.view(h, hd)).reshape(h * nq) if bk is not None
+              else u.new_zeros(h * nq))                                    # (h·Q,) q · bk
+    # 1. scores: the queries' own as keys (the same for every item), then each modality's, keys last
+    scores = [(u @ queries.T + offset[:, None])[None].expand(n, -1, -1)]   # (N, h·Q, Q)
+    for x, m in zip(tokens, masks):
+        s = (x @ u.T + offset).transpose(1, 2)                             # (N, h·Q, T_m)
+        scores.append(s.masked_fill(~m[:, None, :], float("-inf")))
+    weights = torch.cat(scores, dim=2).softmax(dim=-1)                     # (N, h·Q, Q + T)
+    # 2. attention-weighted keys (N, h·Q, D): the queries' part, then one bmm per modality
+    pooled = weights[:, :, :nq] @ queries
+    start = nq
+    for x in tokens:
+        pooled = pooled + torch.bmm(weights[:, :, start:start + x.shape[1]], x)
+        start += x.shape[1]
+    # 3. each head's value map, out_proj, residual and post-norm, as SelfAttnLayer
+    out = torch.einsum("nhqe,hde->nqhd", pooled.view(n, h, nq, dim), wv.view(h, hd, dim)).reshape(n, nq, dim)
+    if bv is not None:
+        out = out + bv
+    rows = layer.norm(queries + layer.dropout(attn.out_proj(out)))          # (N, Q, D)
+    return rows, (weights.view(n, h, nq, -1) if need_weights else None)
