@@ -52,28 +52,42 @@ def pays(attn: "Attention", q_len: int) -> bool:
     return attn.num_heads * q_len < attn.q_proj.in_features and _linear_map(attn.k_proj) and _linear_map(attn.v_proj)
 
 
+def _score_vectors(attn: "Attention", q: Tensor) -> tuple[Tensor, Tensor]:
+    """Scaled queries q (..., Q, h, d) -> the score vectors u = Wk_h^T q_h (..., h·Q, D) and their offsets
+    q_h · bk_h (..., h·Q), in k_proj's current map (adapters included)."""
+    *lead, q_len, h, hd = q.shape
+    wk, bk = linear_weights(attn.k_proj)                                    # (D, D), (D,)
+    u = torch.einsum("...qhd,hde->...hqe", q, wk.view(h, hd, -1)).reshape(*lead, h * q_len, -1)
+    offset = (torch.einsum("...qhd,hd->...hq", q, bk.view(h, hd)).reshape(*lead, h * q_len) if bk is not None
+              else u.new_zeros(*lead, h * q_len))
+    return u, offset
+
+
+def _values(attn: "Attention", pooled: Tensor) -> Tensor:
+    """Attention-weighted key rows (N, h·Q, D) -> the heads' outputs (N, Q, D) before out_proj: each head's
+    value map Wv_h, plus bv (the weights of a row sum to 1)."""
+    n, rows, dim = pooled.shape
+    h = attn.num_heads
+    wv, bv = linear_weights(attn.v_proj)                                    # (D, D), (D,)
+    out = torch.einsum("nhqe,hde->nqhd", pooled.view(n, h, rows // h, dim), wv.view(h, dim // h, dim))
+    out = out.reshape(n, rows // h, dim)
+    return out + bv if bv is not None else out
+
+
 def folded_attention(attn: "Attention", query: Tensor, key: Tensor, key_mask: Tensor, *,
                      need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
     """query (N, Q, D), key (N, K, D), key_mask (N, K) True = real -> the heads' outputs (N, Q, D) before
     out_proj, and the weights (N, h, Q, K) when `need_weights`; equal to Attention's plain path."""
     n, q_len, dim = query.shape
     h = attn.num_heads
-    hd = dim // h
-    wk, bk = linear_weights(attn.k_proj)                                    # (D, D), (D,)
-    wv, bv = linear_weights(attn.v_proj)                                    # (D, D), (D,)
-    q = attn.q_proj(query).view(n, q_len, h, hd) / math.sqrt(hd)            # (N, Q, h, d), scaled as SDPA does
+    q = attn.q_proj(query).view(n, q_len, h, dim // h) / math.sqrt(dim // h)   # (N, Q, h, d), scaled as SDPA does
     # 1. one score vector per (item, head, query) in the key rows' own D-space
-    u = torch.einsum("nqhd,hde->nhqe", q, wk.view(h, hd, dim)).reshape(n, h * q_len, dim)   # (N, h·Q, D)
+    u, offset = _score_vectors(attn, q)                                     # (N, h·Q, D), (N, h·Q)
     # 2. scores against every key row, masked softmax
-    scores = torch.bmm(u, key.transpose(1, 2))                              # (N, h·Q, K)
-    if bk is not None:
-        scores = scores + torch.einsum("nqhd,hd->nhq", q, bk.view(h, hd)).reshape(n, h * q_len, 1)
+    scores = torch.bmm(u, key.transpose(1, 2)) + offset[..., None]          # (N, h·Q, K)
     weights = scores.masked_fill(~key_mask[:, None, :], float("-inf")).softmax(dim=-1)
-    # 3. attention-weighted key rows, then each head's value map (weights sum to 1: bv passes through)
-    pooled = torch.bmm(weights, key).view(n, h, q_len, dim)                 # (N, h, Q, D)
-    out = torch.einsum("nhqe,hde->nqhd", pooled, wv.view(h, hd, dim)).reshape(n, q_len, dim)
-    if bv is not None:
-        out = out + bv                                                      # (N, Q, D)
+    # 3. attention-weighted key rows, then each head's value map
+    out = _values(attn, torch.bmm(weights, key))                            # (N, Q, D)
     return out, (weights.view(n, h, q_len, -1) if need_weights else None)
 
 
@@ -91,14 +105,9 @@ def shared_query_rows(layer: "SelfAttnLayer", queries: Tensor, tokens: Sequence[
     attn = layer.attn
     nq, dim = queries.shape
     h = attn.num_heads
-    hd = dim // h
     n = tokens[0].shape[0]
-    wk, bk = linear_weights(attn.k_proj)                                    # (D, D), (D,)
-    wv, bv = linear_weights(attn.v_proj)
-    q = attn.q_proj(queries).view(nq, h, hd) / math.sqrt(hd)               # (Q, h, d)
-    u = torch.einsum("qhd,hde->hqe", q, wk.view(h, hd, dim)).reshape(h * nq, dim)   # (h·Q, D)
-    offset = (torch.einsum("qhd,hd->hq", q, bk.view(h, hd)).reshape(h * nq) if bk is not None
-              else u.new_zeros(h * nq))                                    # (h·Q,) q · bk
+    q = attn.q_proj(queries).view(nq, h, dim // h) / math.sqrt(dim // h)   # (Q, h, d)
+    u, offset = _score_vectors(attn, q)                                     # (h·Q, D), (h·Q,)
     # 1. scores: the queries' own as keys (the same for every item), then each modality's, keys last
     scores = [(u @ queries.T + offset[:, None])[None].expand(n, -1, -1)]   # (N, h·Q, Q)
     for x, m in zip(tokens, masks):
@@ -112,8 +121,5 @@ def shared_query_rows(layer: "SelfAttnLayer", queries: Tensor, tokens: Sequence[
         pooled = pooled + torch.bmm(weights[:, :, start:start + x.shape[1]], x)
         start += x.shape[1]
     # 3. each head's value map, out_proj, residual and post-norm, as SelfAttnLayer
-    out = torch.einsum("nhqe,hde->nqhd", pooled.view(n, h, nq, dim), wv.view(h, hd, dim)).reshape(n, nq, dim)
-    if bv is not None:
-        out = out + bv
-    rows = layer.norm(queries + layer.dropout(attn.out_proj(out)))          # (N, Q, D)
+    rows = layer.norm(queries + layer.dropout(attn.out_proj(_values(attn, pooled))))   # (N, Q, D)
     return rows, (weights.view(n, h, nq, -1) if need_weights else None)

@@ -215,7 +215,7 @@ class FusionQFormer(nn.Module):
     def _shared_queries_fold(self) -> bool:
         """Whether the selfattn layers are one queries-only layer whose attention folds (speed.fold_attention):
         its queries are then the same parameters for every item (em3/models/attention_fold.py)."""
-        if len(self.layers) != 1 or not self.queries_only_last_layer:
+        if self.mode != "selfattn" or len(self.layers) != 1 or not self.queries_only_last_layer:
             return False
         attn = self.layers[0].attn
         return attn.fold and pays(attn, self.queries.shape[0])
@@ -245,7 +245,7 @@ class FusionQFormer(nn.Module):
 
         nq = self.queries.shape[0]
         attention: list[Tensor] = []
-        if self.mode == "selfattn" and self._shared_queries_fold():
+        if self._shared_queries_fold():
             # One queries-only layer over the shared queries, folded: no [queries; tokens] is built.
             q, w = shared_query_rows(self.layers[0], self.queries, tokens, masks, need_weights=return_attention)
             if w is not None:

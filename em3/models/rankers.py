@@ -174,10 +174,7 @@ class DCNv2(nn.Module):
         return self.head(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
 
     def forward(self, user: Tensor, target_id: Tensor, *, history_id: Tensor, history_mask: Tensor,
-                target_content: Tensor | None = None, history_content: Tensor | None = None,
-                history_id_rows: tuple[Tensor, Tensor] | None = None,
-                history_content_rows: tuple[Tensor, Tensor] | None = None) -> RankerOutput:
-        """`history_*_rows` (DIN's table form of the histories) are not used: pooling is one pass anyway."""
+                target_content: Tensor | None = None, history_content: Tensor | None = None) -> RankerOutput:
         parts = [user, target_id, masked_mean(history_id, history_mask)]
         if target_content is not None:
             parts += [target_content, masked_mean(history_content, history_mask)]
