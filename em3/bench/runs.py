@@ -31,7 +31,8 @@ ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_feat
 # same function as the plain one, in another order of additions, as another thread count does; so does
 # the folded attention and DIN's key term per table row).
 RUN_ONLY: frozenset[str] = frozenset({"speed.threads", "speed.fold_token_proj", "speed.fold_attention",
-                                      "speed.din_table_keys"})
+                                      "speed.din_table_keys", "speed.shared_token_reads",
+                                      "speed.din_fused_unit", "speed.din_pack_history"})
 
 
 def config_hash(cfg: Config | dict[str, Any]) -> str:

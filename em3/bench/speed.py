@@ -29,7 +29,8 @@ ALL_OFF: dict[str, Any] = {"speed.prenorm_tokens": False, "speed.project_once": 
                            "speed.eval_item_cache": False, "speed.keep_heap": False, "speed.compute_dtype": "fp32",
                            "speed.fast_dropout": False, "speed.fill_uninitialized": True,
                            "speed.fold_token_proj": False, "speed.fold_attention": False,
-                           "speed.din_table_keys": False}
+                           "speed.din_table_keys": False, "speed.shared_token_reads": False,
+                           "speed.din_fused_unit": False, "speed.din_pack_history": False}
 
 # name -> (arm, overrides on top of the base). Lever rows switch one thing of the `em3` row.
 OLD_PRESET: dict[str, Any] = {"train.batch_size": 256, "speed.compute_dtype": "fp32",      # the movielens preset
@@ -49,6 +50,11 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, din_split_attention off": ("em3", {"speed.din_split_attention": False}),
     "em3, din_table_keys off": ("em3", {"speed.din_table_keys": False}),
     "id_only, din_table_keys off": ("id_only", {"speed.din_table_keys": False}),
+    "em3, shared_token_reads off": ("em3", {"speed.shared_token_reads": False}),
+    "em3, din_pack_history off": ("em3", {"speed.din_pack_history": False}),
+    "id_only, din_pack_history off": ("id_only", {"speed.din_pack_history": False}),
+    "em3, din_fused_unit off (so no packing)": ("em3", {"speed.din_fused_unit": False}),
+    "id_only, din_fused_unit off (so no packing)": ("id_only", {"speed.din_fused_unit": False}),
     "em3, eval_item_cache off": ("em3", {"speed.eval_item_cache": False}),
     "em3, keep_heap off": ("em3", {"speed.keep_heap": False}),
     "em3, fast_dropout off": ("em3", {"speed.fast_dropout": False}),

@@ -102,24 +102,40 @@ def shared_query_rows(layer: "SelfAttnLayer", queries: Tensor, tokens: Sequence[
     (N·T_m, D) x (D, h·Q), and neither [queries; tokens] nor the tokens of all modalities are concatenated:
     only the (N, h·Q, Q + T) scores are.
     """
-    attn = layer.attn
-    nq, dim = queries.shape
-    h = attn.num_heads
     n = tokens[0].shape[0]
-    q = attn.q_proj(queries).view(nq, h, dim // h) / math.sqrt(dim // h)   # (Q, h, d)
-    u, offset = _score_vectors(attn, q)                                     # (h·Q, D), (h·Q,)
+    u, offset, own = query_vectors(layer, queries)                          # (h·Q, D), (h·Q,), (h·Q, Q)
     # 1. scores: the queries' own as keys (the same for every item), then each modality's, keys last
-    scores = [(u @ queries.T + offset[:, None])[None].expand(n, -1, -1)]   # (N, h·Q, Q)
+    scores = [own[None].expand(n, -1, -1)]                                  # (N, h·Q, Q)
     for x, m in zip(tokens, masks):
-        s = (x @ u.T + offset).transpose(1, 2)                             # (N, h·Q, T_m)
-        scores.append(s.masked_fill(~m[:, None, :], float("-inf")))
+        scores.append(masked_scores(x @ u.T + offset, m))                  # (N, h·Q, T_m)
     weights = torch.cat(scores, dim=2).softmax(dim=-1)                     # (N, h·Q, Q + T)
     # 2. attention-weighted keys (N, h·Q, D): the queries' part, then one bmm per modality
-    pooled = weights[:, :, :nq] @ queries
-    start = nq
+    pooled = weights[:, :, :queries.shape[0]] @ queries
+    start = queries.shape[0]
     for x in tokens:
         pooled = pooled + torch.bmm(weights[:, :, start:start + x.shape[1]], x)
         start += x.shape[1]
-    # 3. each head's value map, out_proj, residual and post-norm, as SelfAttnLayer
-    rows = layer.norm(queries + layer.dropout(attn.out_proj(_values(attn, pooled))))   # (N, Q, D)
-    return rows, (weights.view(n, h, nq, -1) if need_weights else None)
+    # 3. each head's value map, out_proj, residual and post-norm
+    rows = query_rows(layer, queries, pooled)                               # (N, Q, D)
+    return rows, (weights.view(n, layer.attn.num_heads, queries.shape[0], -1) if need_weights else None)
+
+
+def query_vectors(layer: "SelfAttnLayer", queries: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The shared queries (Q, D) -> their score vectors u (h·Q, D), offsets (h·Q,), and their scores against
+    themselves as keys (h·Q, Q), in the layer's current maps (one path's parameters)."""
+    attn = layer.attn
+    nq, dim = queries.shape
+    q = attn.q_proj(queries).view(nq, attn.num_heads, dim // attn.num_heads) / math.sqrt(dim // attn.num_heads)
+    u, offset = _score_vectors(attn, q)                                     # (h·Q, D), (h·Q,)
+    return u, offset, u @ queries.T + offset[:, None]
+
+
+def masked_scores(s: Tensor, mask: Tensor) -> Tensor:
+    """Token-major scores (N, T_m, R) and the tokens' mask (N, T_m) -> (N, R, T_m), -inf at padding."""
+    return s.transpose(1, 2).masked_fill(~mask[:, None, :], float("-inf"))
+
+
+def query_rows(layer: "SelfAttnLayer", queries: Tensor, pooled: Tensor) -> Tensor:
+    """Attention-weighted keys (N, h·Q, D) -> the layer's query rows (N, Q, D): each head's value map, out_proj,
+    dropout (one draw of (N, Q, D)), residual and post-norm, as SelfAttnLayer."""
+    return layer.norm(queries + layer.dropout(layer.attn.out_proj(_values(layer.attn, pooled))))

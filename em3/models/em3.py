@@ -21,7 +21,7 @@ from em3.models.dropout import use_fast_dropout
 from em3.models.history import ContentEncoder
 from em3.models.history_cut import cut_mask
 from em3.models.precision import ranker_autocast
-from em3.models.rankers import RankerOutput, build_ranker
+from em3.models.rankers import RankerOutput, build_ranker, gather_rows
 from em3.models.user_features import UserFeatureEmbedding
 
 if TYPE_CHECKING:
@@ -68,7 +68,9 @@ class EM3Model(nn.Module):
         self.content = ContentEncoder(m, tokens=tokens, speed=cfg.speed) if m.use_content else None
         user_fields = samples.user_features.num_fields if m.ranker.user_features else 0
         self.ranker = build_ranker(m.ranker, content_dim=m.fusion.dim if m.use_content else 0,
-                                   user_fields=user_fields, split_attention=cfg.speed.din_split_attention)
+                                   user_fields=user_fields, split_attention=cfg.speed.din_split_attention,
+                                   fused_unit=cfg.speed.din_fused_unit, packed_history=cfg.speed.din_pack_history)
+        self.fused_gathers = cfg.speed.din_fused_unit   # the history's rows by index_select (rankers.gather_rows)
         self.ranker_dtype = cfg.speed.ranker_dtype     # fp32 | bf16 | auto: the ranker's forward (precision.py)
         self.table_keys = cfg.speed.din_table_keys and m.ranker.kind == "din"
         self.cut, self.cut_k = m.history.cut, m.history.cut_k
@@ -114,7 +116,15 @@ class EM3Model(nn.Module):
         user_vec = self.user_vector(user)                                       # (B, Du)
         target_row, history_row = self._id_rows(batch)                          # (B,), (B, L)
         target_id = self.item_id_emb(target_row)                                # (B, Di)
-        history_id = self.item_id_emb(history_row)                              # (B, L, Di)
+        # DIN given the tables (speed.din_table_keys) gathers the history's rows itself, where it needs them
+        # (packed, from the real items alone), unless the cut needs them first.
+        # (index_select's backward does not zero the padding row's gradient as the embedding's does: it is
+        # zero anyway, each padded position being masked out of attention and pooling)
+        lazy = self.table_keys and self.fused_gathers and not self.cut_active
+        history_id = None
+        if not lazy:
+            history_id = (gather_rows(self.item_id_emb.weight, history_row) if self.fused_gathers
+                          else self.item_id_emb(history_row))                   # (B, L, Di)
         history_mask = history != PAD_INDEX                                     # (B, L)
         if self.cut_active:   # step 1b: the items this target sees; the rest become padding (never encoded)
             history_mask = cut_mask(target_id, history_id, history_mask, cut=self.cut, k=self.cut_k)
@@ -127,8 +137,9 @@ class EM3Model(nn.Module):
             target_content, content_rows = catalogue.target[item], (catalogue.history, history)
         elif self.content is not None:
             target_content, content_rows = self.content.encode(item, history)   # (B, D), ((U, D), (B, L))
-        if content_rows is not None:
-            history_content = content_rows[0][content_rows[1]]                   # (B, L, D)
+        if content_rows is not None and not lazy:
+            history_content = (gather_rows(*content_rows) if self.fused_gathers
+                               else content_rows[0][content_rows[1]])             # (B, L, D)
 
         # step 3: the ranker scores (user, target, history)
         tables = {}

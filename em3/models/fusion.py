@@ -22,7 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from em3.config import ConfigError, FusionConfig
 from em3.modalities import ordered
-from em3.models.attention_fold import folded_attention, pays, shared_query_rows
+from em3.models.attention_fold import folded_attention, pays, query_rows, query_vectors, shared_query_rows
 from em3.models.content import apply_top
 from em3.models.fold import foldable, folded_embedding
 
@@ -219,6 +219,16 @@ class FusionQFormer(nn.Module):
             return False
         attn = self.layers[0].attn
         return attn.fold and pays(attn, self.queries.shape[0])
+
+    def query_vectors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Where `_shared_queries_fold` holds: the queries (Nq, D), their score vectors (h·Nq, D), offsets
+        (h·Nq,) and own scores (h·Nq, Nq), in the current parameters (em3/models/shared_reads.py)."""
+        return (self.queries, *query_vectors(self.layers[0], self.queries))
+
+    def embed_pooled(self, pooled: Tensor) -> Tensor:
+        """Where `_shared_queries_fold` holds: the attention-weighted keys (N, h·Nq, D) -> embeddings (N, D),
+        as `forward` finishes them (the layer's value map, dropout and norm, then out_proj)."""
+        return self.out_proj(query_rows(self.layers[0], self.queries, pooled).reshape(pooled.shape[0], -1))
 
     def project(self, inputs: Inputs) -> tuple[list[Tensor], list[Tensor]]:
         """{modality: (tokens (N, T_m, C_m), mask (N, T_m))} -> per fused modality the tokens projected to D

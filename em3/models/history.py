@@ -26,6 +26,7 @@ from em3.config import ConfigError, ModelConfig, SpeedConfig
 from em3.models.content import ItemTokenStore, PrecomputedContent
 from em3.models.fusion import FusionQFormer
 from em3.models.precision import DTYPES, resolve_compute_dtype
+from em3.models.shared_reads import stacked_pooled
 
 if TYPE_CHECKING:
     from em3.data.cache import ItemTokens
@@ -108,6 +109,10 @@ class ContentEncoder(nn.Module):
                              and "token_proj" not in cfg.history.lora_targets and not self.fusion.fold)
         # W + s·BA is the adapted layer's map only without dropout on the adapter's input.
         self.merge_lora = speed.merge_lora_history and cfg.history.lora_dropout == 0.0
+        # Both paths over the targets' tokens in one read (em3/models/shared_reads.py): lora, one projection,
+        # and the folded one-layer queries-only attention in both paths (merged, the history path is linear too).
+        self.shared_reads = (speed.shared_token_reads and self.project_once and self.strategy == "lora"
+                             and self.merge_lora and self.fusion._shared_queries_fold())
 
     # ---- one item set through one path ----
 
@@ -178,13 +183,30 @@ class ContentEncoder(nn.Module):
         rows = torch.where(shared, slot, t_uniq.numel() + torch.cumsum(~shared, 0) - 1)   # (Uh,)
         with torch.no_grad():
             o_tokens, o_masks = self.fusion.project(self.store(only))         # each (Uo, T_m, D)
-        h_tokens = [torch.cat([t.detach(), o])[rows] for t, o in zip(t_tokens, o_tokens)]
-        h_masks = [torch.cat([t, o])[rows] for t, o in zip(t_masks, o_masks)]
-        t_emb = self._fuse((t_tokens, t_masks), history=False, projected=True)  # (Ut, D)
-        h_emb = self._fuse((h_tokens, h_masks), history=True, projected=True)   # (Uh, D)
+        if self.shared_reads:
+            t_emb, h_emb = self._fuse_shared_reads(t_tokens, t_masks, o_tokens, o_masks, rows)
+        else:
+            h_tokens = [torch.cat([t.detach(), o])[rows] for t, o in zip(t_tokens, o_tokens)]
+            h_masks = [torch.cat([t, o])[rows] for t, o in zip(t_masks, o_masks)]
+            t_emb = self._fuse((t_tokens, t_masks), history=False, projected=True)  # (Ut, D)
+            h_emb = self._fuse((h_tokens, h_masks), history=True, projected=True)   # (Uh, D)
         t_emb = (t_emb * (t_uniq > 0).unsqueeze(-1))[t_pos]                     # (Nt, D), padding -> 0
         h_emb = h_emb * (h_uniq > 0).unsqueeze(-1)                              # (Uh, D)
         return t_emb.reshape(*target.shape, -1), (h_emb, h_pos.reshape(history.shape))
+
+    def _fuse_shared_reads(self, t_tokens: list[Tensor], t_masks: list[Tensor], o_tokens: list[Tensor],
+                           o_masks: list[Tensor], rows: Tensor) -> tuple[Tensor, Tensor]:
+        """`_encode_projected_once`'s two fusions with the targets' tokens read once for both paths:
+        -> target embeddings (Ut, D) and the history's (Uh, D), rows[i] = history item i's row in
+        [targets; history-only items]. The dropout draws as the two `_fuse` calls: the targets', then the history's."""
+        vectors = lambda fusion: fusion.query_vectors()                      # noqa: E731
+        target_path, history_path = self._in_path(vectors, history=False), self._in_path(vectors, history=True)
+        t_pooled, th_pooled = stacked_pooled([target_path, history_path], t_tokens, t_masks)   # (Ut, h·Q, D) each
+        (o_pooled,) = stacked_pooled([history_path], o_tokens, o_masks)                       # (Uo, h·Q, D)
+        h_pooled = torch.cat([th_pooled, o_pooled])[rows]                                      # (Uh, h·Q, D)
+        t_emb = self._in_path(lambda fusion: fusion.embed_pooled(t_pooled), history=False)   # (Ut, D)
+        h_emb = self._in_path(lambda fusion: fusion.embed_pooled(h_pooled), history=True)    # (Uh, D)
+        return t_emb, h_emb
 
     def forward(self, target: Tensor, history: Tensor) -> tuple[Tensor, Tensor]:
         """target (B,) or (B*K,), history (B, L) -> target content (.., D), history content (B, L, D)."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from em3.config import RankerConfig
+from em3.models.dropout import FastDropout, drop_mask, relu_dropout
 
 
 # Elements of the largest (B, C, L, max(D, H)) block score_pairs builds at once.
@@ -39,6 +40,12 @@ def mlp(in_dim: int, hidden: Sequence[int], *, dropout: float) -> tuple[nn.Seque
     return nn.Sequential(*layers), in_dim
 
 
+def gather_rows(table: Tensor, index: Tensor) -> Tensor:
+    """table (U, D), index (...) -> table[index] (..., D) by index_select, whose backward (an index_add) is about
+    2x faster on the CPU than indexing's (an index_put with accumulation) for (1024, 50) rows of 64."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[-1])
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """x (B, L, D), mask (B, L) -> (B, D); an empty history pools to zeros."""
     m = mask.unsqueeze(-1).to(x.dtype)
@@ -51,14 +58,21 @@ class TargetAttention(nn.Module):
     With `split` the first layer is applied as (W1+W3)q + (W2-W3)k + W4(q*k), W = [W1 W2 W3 W4]: the same
     function with the same parameters, but the target term is computed once per row (or candidate),
     not once per history item, and the 4D-wide concatenation is never built.
+    With `fused` (speed.din_fused_unit) the same function in fewer passes over the (B, L, H) tensors: each
+    ReLU + dropout one masked select with the dropout's scale folded into the next weight (it needs
+    FastDropout's masks, else the plain layers run), and the table keys gathered by index_select.
+    (The interest as a batched matmul, (B, 1, L) x (B, L, D), was tried: slower than the broadcast sum on the CPU.)
     """
 
-    def __init__(self, dim: int, *, hidden: Sequence[int], dropout: float, split: bool = False):
+    def __init__(self, dim: int, *, hidden: Sequence[int], dropout: float, split: bool = False, fused: bool = False,
+                 packed: bool = False):
         super().__init__()
         body, out = mlp(4 * dim, hidden, dropout=dropout)
         self.score = nn.Sequential(body, nn.Linear(out, 1))
         self.dim = dim
         self.split = split
+        self.fused = fused
+        self.packed = packed
 
     def _first_layer_parts(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(W1+W3, W2-W3, W4, b) of the first Linear, each (H, D) and b (H,)."""
@@ -66,9 +80,27 @@ class TargetAttention(nn.Module):
         w1, w2, w3, w4 = first.weight.split(self.dim, dim=1)
         return w1 + w3, w2 - w3, w4, first.bias
 
-    def _rest(self, h: Tensor) -> Tensor:
-        """The layers after the first Linear: (..., H) -> (...,) scores."""
-        for layer in list(self.score[0])[1:]:
+    def _fusable(self) -> bool:
+        """Whether every dropout of the score MLP draws FastDropout's masks (or drops nothing), so the fused
+        and packed paths can draw the same masks themselves."""
+        return all(isinstance(d, FastDropout) or d.p == 0.0 or not d.training for d in list(self.score[0])[2::3])
+
+    def _rest(self, h: Tensor, *, packed: tuple[tuple[int, int], Tensor] | None = None) -> Tensor:
+        """The layers after the first Linear: (..., H) -> (...,) scores. `packed` = ((B, L), positions (R,)):
+        h holds only those flat (row, slot) positions of a (B, L, H) block, (R, H); each dropout then draws
+        its mask for the whole block and keeps the positions' rows (the same draw as unpacked)."""
+        layers = list(self.score[0])[1:]                                   # (ReLU, dropout, Linear) ..., ReLU, dropout
+        if self.fused and self._fusable():
+            # speed.din_fused_unit: each ReLU + dropout one masked select, the dropout's scale in the next weight
+            for relu_drop, linear in zip(layers[1::3], [*layers[2::3], self.score[1]]):
+                drop = None
+                if packed is not None and relu_drop.training and relu_drop.p > 0:
+                    full = drop_mask((*packed[0], h.shape[-1]), relu_drop.p, device=h.device)   # (B, L, H)
+                    drop = full.view(-1, h.shape[-1]).index_select(0, packed[1])                # (R, H)
+                h, scale = relu_dropout(h, relu_drop, drop=drop)
+                h = F.linear(h, linear.weight * scale, linear.bias)
+            return h.squeeze(-1)
+        for layer in layers:
             h = layer(h)
         return self.score[1](h).squeeze(-1)
 
@@ -82,16 +114,25 @@ class TargetAttention(nn.Module):
         s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
         return s.softmax(dim=-1) * mask.to(s.dtype)
 
-    def forward(self, target: Tensor, history: Tensor, mask: Tensor, *,
+    def forward(self, target: Tensor, history: Tensor | None, mask: Tensor, *,
                 rows: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """target (B, D), history (B, L, D), mask (B, L) -> interest (B, D), weights (B, L).
+        """target (B, D), history (B, L, D), mask (B, L) -> interest (B, D), weights (B, L); history may be None
+        when `rows` is given.
 
         `rows` = (table (U, D), index (B, L)) with history == table[index] (an embedding table, or a batch's
         unique items): split, the key term (W2-W3)k + b is computed once per table row and gathered, not
         once per (row, history item). Exact."""
+        if self.split and self.fused and self.packed and self._fusable():
+            return self._packed(target, history, mask, rows)
+        if history is None:   # given as rows alone (EM3Model with speed.din_table_keys): gathered here
+            history = gather_rows(*rows)
         if self.split:
             wq, wk, wqk, b = self._first_layer_parts()
-            keys = F.linear(history, wk, b) if rows is None else F.linear(rows[0], wk, b)[rows[1]]   # (B, L, H)
+            if rows is None:
+                keys = F.linear(history, wk, b)                                 # (B, L, H)
+            else:
+                keys = F.linear(rows[0], wk, b)
+                keys = gather_rows(keys, rows[1]) if self.fused else keys[rows[1]]   # (B, L, H)
             h = (F.linear(target, wq).unsqueeze(1) + keys
                  + F.linear(target.unsqueeze(1) * history, wqk))                 # (B, L, H)
             s = self._rest(h)                                                   # (B, L)
@@ -100,6 +141,31 @@ class TargetAttention(nn.Module):
             s = self.score(torch.cat([q, history, q - history, q * history], dim=-1)).squeeze(-1)  # (B, L)
         w = self._weights(s, mask)                                              # (B, L)
         return (w.unsqueeze(-1) * history).sum(1), w
+
+    def _packed(self, target: Tensor, history: Tensor | None, mask: Tensor,
+                rows: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """forward over the real history items alone (speed.din_pack_history): the split first layer, the MLP
+        and the interest on the R = mask.sum() (row, item) pairs, not on all B·L (about 40% of MovieLens's
+        are padding, whose weights are 0 anyway); the scores are scattered back for the (B, L) softmax.
+        The dropout masks are drawn for the whole (B, L, H) block, as unpacked. Exact (to float rounding)."""
+        wq, wk, wqk, b = self._first_layer_parts()
+        n_b, n_l = mask.shape
+        pos = mask.reshape(-1).nonzero().squeeze(1)                             # (R,) flat (row, slot)
+        row = pos // n_l                                                        # (R,)
+        if rows is None:
+            k = history.reshape(n_b * n_l, -1).index_select(0, pos)             # (R, D)
+            keys = F.linear(k, wk, b)                                           # (R, H)
+        else:
+            item = rows[1].reshape(-1).index_select(0, pos)                     # (R,) table rows
+            k = rows[0].index_select(0, item)                                   # (R, D)
+            keys = F.linear(rows[0], wk, b).index_select(0, item)               # (R, H)
+        h = (F.linear(target, wq).index_select(0, row) + keys
+             + F.linear(target.index_select(0, row) * k, wqk))                  # (R, H)
+        s = self._rest(h, packed=((n_b, n_l), pos))                             # (R,)
+        full = s.new_full((n_b * n_l,), torch.finfo(s.dtype).min).scatter(0, pos, s)   # (B*L,)
+        w = self._weights(full.view(n_b, n_l), mask)                            # (B, L)
+        weighted = w.reshape(-1).index_select(0, pos).unsqueeze(-1) * k         # (R, D)
+        return k.new_zeros(n_b, k.shape[-1]).index_add(0, row, weighted), w     # (B, D), (B, L)
 
     def pairwise(self, target: Tensor, history: Tensor, mask: Tensor) -> Tensor:
         """Every candidate against every row's history: target (C, D), history (B, L, D), mask (B, L), or
@@ -122,19 +188,21 @@ class TargetAttention(nn.Module):
 class DIN(nn.Module):
     """Deep Interest Network: target attention over the ID history and over the content history, then an MLP."""
 
-    def __init__(self, cfg: RankerConfig, *, user_dim: int, id_dim: int, content_dim: int, split: bool = False):
+    def __init__(self, cfg: RankerConfig, *, user_dim: int, id_dim: int, content_dim: int, split: bool = False,
+                 fused: bool = False, packed: bool = False):
         super().__init__()
-        att = dict(hidden=cfg.attention_hidden, dropout=cfg.dropout, split=split)
+        att = dict(hidden=cfg.attention_hidden, dropout=cfg.dropout, split=split, fused=fused, packed=packed)
         self.id_attention = TargetAttention(id_dim, **att)
         self.content_attention = TargetAttention(content_dim, **att) if content_dim else None
         body, out = mlp(user_dim + 2 * id_dim + 2 * content_dim, cfg.mlp_hidden, dropout=cfg.dropout)
         self.head = nn.Sequential(body, nn.Linear(out, 1))
 
-    def forward(self, user: Tensor, target_id: Tensor, *, history_id: Tensor, history_mask: Tensor,
+    def forward(self, user: Tensor, target_id: Tensor, *, history_id: Tensor | None, history_mask: Tensor,
                 target_content: Tensor | None = None, history_content: Tensor | None = None,
                 history_id_rows: tuple[Tensor, Tensor] | None = None,
                 history_content_rows: tuple[Tensor, Tensor] | None = None) -> RankerOutput:
-        """`history_*_rows`: (table, index) the history was gathered from (TargetAttention's `rows`), or None."""
+        """`history_*_rows`: (table, index) the history was gathered from (TargetAttention's `rows`), or None;
+        with them the history tensors may be None (gathered only where a unit needs them)."""
         id_interest, w = self.id_attention(target_id, history_id, history_mask, rows=history_id_rows)  # (B, Di), (B, L)
         parts = [user, target_id, id_interest]
         wc = None
@@ -212,10 +280,12 @@ class DCNv2(nn.Module):
 
 
 def build_ranker(cfg: RankerConfig, *, content_dim: int, user_fields: int = 0,
-                 split_attention: bool = False) -> nn.Module:
+                 split_attention: bool = False, fused_unit: bool = False, packed_history: bool = False) -> nn.Module:
     """The configured ranker; content_dim 0 builds it for IDs alone. The user input is the user-ID embedding
-    and `user_fields` user-feature embeddings, id_dim each. `split_attention`: see TargetAttention."""
+    and `user_fields` user-feature embeddings, id_dim each. `split_attention`, `fused_unit`, `packed_history`:
+    see TargetAttention."""
     user_dim = cfg.id_dim * (1 + user_fields)
     if cfg.kind == "din":
-        return DIN(cfg, user_dim=user_dim, id_dim=cfg.id_dim, content_dim=content_dim, split=split_attention)
+        return DIN(cfg, user_dim=user_dim, id_dim=cfg.id_dim, content_dim=content_dim, split=split_attention,
+                   fused=fused_unit, packed=packed_history)
     return DCNv2(cfg, user_dim=user_dim, id_dim=cfg.id_dim, content_dim=content_dim)

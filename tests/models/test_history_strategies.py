@@ -42,7 +42,8 @@ def test_lora_target_loss_trains_the_base_weights_not_the_adapters(config, token
     base, lora = _split(enc)
     target, _ = enc(TARGET, HISTORY)
     target.pow(2).sum().backward()
-    assert all(p.grad is None for p in lora.values())
+    # zero, not None, with speed.shared_token_reads: the paths' score vectors share one backward
+    assert all(_no_grad(p) for p in lora.values())
     for name in ("queries", "layers.0.attn.q_proj.base_layer.weight", "proj.image.token_proj.weight"):
         assert base[name].grad is not None and base[name].grad.abs().sum() > 0, name
 

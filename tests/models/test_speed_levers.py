@@ -36,7 +36,8 @@ def _grads(model, batch) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("lever", ["project_once", "queries_only_last_layer", "din_split_attention",
-                                   "merge_lora_history", "fold_token_proj", "fold_attention", "din_table_keys"])
+                                   "merge_lora_history", "fold_token_proj", "fold_attention", "din_table_keys",
+                                   "shared_token_reads", "din_fused_unit", "din_pack_history"])
 @pytest.mark.parametrize("arm", ["em3", "em3_frozen_history"])
 def test_exact_levers_keep_logits_and_gradients(config, samples, tokens, batch, lever, arm):
     off, on = _pair(config, samples, tokens, lever, arm, **NO_DROPOUT)
@@ -62,12 +63,14 @@ def test_fold_token_proj_keeps_logits_and_gradients(config, samples, tokens, bat
         torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("lever", ["fold_token_proj", "fold_attention"])
+@pytest.mark.parametrize("lever", ["fold_token_proj", "fold_attention", "shared_token_reads", "din_fused_unit",
+                                   "din_pack_history"])
 @pytest.mark.parametrize("arm", ["em3", "em3_frozen_history", "em3_shared_history"])
 def test_folds_draw_the_same_dropout_masks(config, samples, tokens, batch, arm, lever):
-    """In training, with dropout on, the folded model consumes the random stream as the plain one does: the
-    same seed gives the same logits (so turning the fold on is not another seed)."""
-    off, on = _pair(config, samples, tokens, lever, arm)
+    """In training, with dropout on (FastDropout's masks, which the fused DIN unit draws itself), the lever's
+    model consumes the random stream as the plain one does: the same seed gives the same logits (so turning
+    the lever on is not another seed)."""
+    off, on = _pair(config, samples, tokens, lever, arm, speed__fast_dropout=True)
     logits = []
     for model in (off, on):
         torch.manual_seed(7)
