@@ -339,8 +339,8 @@ class SpeedConfig:
     shared_token_reads: bool = field(default=True, metadata=_help(
         "Exact (to float rounding). Under lora with speed.project_once and the folded one-layer attention "
         "(speed.fold_attention), the target and history paths attend over the targets' projected tokens with "
-        "their score vectors stacked, so each read of those tokens serves both paths (em3/models/shared_reads.py). "
-        "Not part of the config hash, like speed.threads."))
+        "their score vectors stacked, so each read of those tokens serves both paths (em3/models/shared_reads.py): "
+        "0.98x an em3 MovieLens step (docs/RESULTS.md, Speed, session 16). Not part of the config hash."))
     merge_lora_history: bool = field(default=True, metadata=_help(
         "Exact (with model.history.lora_dropout = 0). The lora history path runs each adapted layer as one "
         "matmul with W.detach() + s·BA instead of the base layer plus the adapter's two."))
@@ -356,12 +356,14 @@ class SpeedConfig:
         "Exact (to float rounding; the same dropout masks). DIN's attention unit in fewer passes over its "
         "(B, L, H) tensors: each ReLU + dropout one masked select with the dropout's 1/(1-p) folded into the next "
         "weight (with speed.fast_dropout's masks; torch's dropout keeps the plain layers), and the history's rows "
-        "gathered by index_select (a cheaper backward than indexing's). Not part of the config hash."))
+        "gathered by index_select (a cheaper backward than indexing's): 0.90x an id_only and 0.95x an em3 MovieLens "
+        "step (docs/RESULTS.md, Speed, session 16). Not part of the config hash."))
     din_pack_history: bool = field(default=True, metadata=_help(
         "Exact (to float rounding; the same dropout masks). With speed.din_fused_unit and speed.din_split_attention, "
         "DIN's attention unit runs on the real history items alone, not on every (row, slot) of the padded "
         "(B, L) window (about 40% of MovieLens's are padding); the dropout masks are drawn for the whole window, "
-        "as unpacked. Not part of the config hash."))
+        "as unpacked: 0.81x an id_only and 0.95x an em3 MovieLens step (docs/RESULTS.md, Speed, session 16). "
+        "Not part of the config hash."))
     eval_item_cache: bool = field(default=True, metadata=_help(
         "Exact. Evaluation encodes every item once per path (target, history) and runs only the ranker over "
         "the split's rows, instead of re-encoding each batch's items."))
