@@ -89,6 +89,18 @@ def test_packed_fused_unit_trains_as_the_plain_unit(config, samples, tokens, bat
     _assert_same_step(off, on, batch)
 
 
+@pytest.mark.parametrize("arm", ["id_only", "em3"])
+def test_fused_gathers_keep_dcnv2s_step(config, samples, tokens, batch, arm):
+    """DCN-v2 has no attention unit, but its history rows are gathered by index_select too (no padding-row
+    gradient either way: masked_mean zeroes the padded positions)."""
+    off, on = _pair(config, samples, tokens, "din_fused_unit", arm, model__ranker__kind="dcnv2",
+                    speed__fast_dropout=True)
+    assert on.fused_gathers and not off.fused_gathers
+    _assert_same_step(off, on, batch)
+    _, grads = _train_step(on, batch)
+    assert torch.equal(grads["item_id_emb.weight"][0], torch.zeros_like(grads["item_id_emb.weight"][0]))
+
+
 def test_fused_unit_keeps_the_plain_layers_under_torch_dropout(config, samples, tokens, batch):
     """torch's own dropout mask cannot be drawn outside nn.Dropout: there the fused and packed paths stand down."""
     torch.manual_seed(0)
