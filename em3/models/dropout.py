@@ -79,18 +79,25 @@ class _ReluDrop(torch.autograd.Function):
         return torch.ops.aten.threshold_backward(grad, y, 0.0), None
 
 
-def relu_dropout(x: Tensor, dropout: nn.Module, *, drop: Tensor | None = None) -> tuple[Tensor, float]:
+def relu_dropout(x: Tensor, dropout: nn.Module, *,
+                 block: tuple[tuple[int, ...], Tensor] | None = None) -> tuple[Tensor, float]:
     """ReLU then `dropout` (a FastDropout, or a dropout with p = 0) as one masked select: -> (y, scale) with
-    y * scale what Dropout(ReLU(x)) returns (the same mask: one `drop_mask` draw of x's shape, as
-    FastDropout makes, or `drop` when given: a mask of x's shape the caller drew), so a following Linear can
-    take W * scale instead of a pass over y. Forward: the ReLU and an in-place fill; backward: one pass
-    (against 3 and 3 for the ReLU, the scaling and the masking apart)."""
+    y * scale what Dropout(ReLU(x)) returns, with the same mask: one `drop_mask` draw of x's shape, as
+    FastDropout makes. `block` = (shape, rows): x (R, C) holds only those rows of a (*shape, C) tensor
+    flattened to rows; the mask is drawn for the whole block and those rows kept (the unpacked draw).
+    A following Linear takes W * scale instead of a pass over y. Forward: the ReLU and an in-place fill;
+    backward: one pass (against 3 and 3 for the ReLU, the scaling and the masking apart)."""
     p = float(dropout.p)
     if not dropout.training or p == 0.0:
         return torch.relu(x), 1.0
     if not isinstance(dropout, FastDropout):
         raise TypeError(f"relu_dropout: needs a FastDropout (its mask can be drawn here), got {type(dropout).__name__}")
-    return _ReluDrop.apply(x, drop_mask(x.shape, p, device=x.device) if drop is None else drop), 1.0 / (1.0 - p)
+    if block is None:
+        drop = drop_mask(x.shape, p, device=x.device)
+    else:
+        shape, rows = block
+        drop = drop_mask((*shape, x.shape[-1]), p, device=x.device).view(-1, x.shape[-1]).index_select(0, rows)
+    return _ReluDrop.apply(x, drop), 1.0 / (1.0 - p)
 
 
 def use_fast_dropout(model: nn.Module) -> int:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from em3.config import RankerConfig
-from em3.models.dropout import FastDropout, drop_mask, relu_dropout
+from em3.models.dropout import FastDropout, relu_dropout
 
 
 # Elements of the largest (B, C, L, max(D, H)) block score_pairs builds at once.
@@ -93,11 +93,7 @@ class TargetAttention(nn.Module):
         if self.fused and self._fusable():
             # speed.din_fused_unit: each ReLU + dropout one masked select, the dropout's scale in the next weight
             for relu_drop, linear in zip(layers[1::3], [*layers[2::3], self.score[1]]):
-                drop = None
-                if packed is not None and relu_drop.training and relu_drop.p > 0:
-                    full = drop_mask((*packed[0], h.shape[-1]), relu_drop.p, device=h.device)   # (B, L, H)
-                    drop = full.view(-1, h.shape[-1]).index_select(0, packed[1])                # (R, H)
-                h, scale = relu_dropout(h, relu_drop, drop=drop)
+                h, scale = relu_dropout(h, relu_drop, block=packed)
                 h = F.linear(h, linear.weight * scale, linear.bias)
             return h.squeeze(-1)
         for layer in layers:
