@@ -3,18 +3,88 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import defaultdict
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+
+def _cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_flash_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                             **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+# torch 2.13's FlopCounterMode has formulas for the CUDA SDPA kernels but not the CPU one, so SDPA on the CPU
+# counted 0 FLOPs (the bench's rows with the attention fold off read too few GFLOP/step): the same formulas.
+CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_flop,
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_backward_flop}
 
 
 def count_flops(step: Callable[[], None]) -> int:
-    """FLOPs of one call of `step` (forward + backward), as torch's FlopCounterMode counts them (matmuls, convs, SDPA)."""
-    counter = FlopCounterMode(display=False)
+    """FLOPs of one call of `step` (forward + backward), as torch's FlopCounterMode counts them (matmuls, convs,
+    SDPA, the CPU kernel included)."""
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_SDPA)
     with counter:
         step()
     return int(counter.get_total_flops())
+
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
+
+
+def _first_tensor(out: object) -> torch.Tensor | None:
+    """An op's output, or the first tensor of a tuple/list of outputs (SDPA returns several)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((t for t in map(_first_tensor, out) if t is not None), None)
+    return None
+
+
+class _DtypeFlopCounter(FlopCounterMode):
+    """FlopCounterMode that also files each counted op's FLOPs under the dtype it computes in (its output's)."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False, custom_mapping=CPU_SDPA)
+        self.by_dtype: dict[str, int] = defaultdict(int)
+
+    def _count_flops(self, func_packet, out, args, kwargs):     # torch's per-op hook (torch/utils/flop_counter.py)
+        if func_packet in self.flop_registry:
+            first = _first_tensor(out)
+            name = DTYPE_NAMES.get(first.dtype, str(first.dtype)) if first is not None else "unknown"
+            self.by_dtype[name] += int(self.flop_registry[func_packet](*args, **kwargs, out_val=out))
+        return super()._count_flops(func_packet, out, args, kwargs)
+
+
+def count_flops_by_dtype(step: Callable[[], None]) -> dict[str, int]:
+    """`count_flops` split by the dtype each op computes in: {'fp32': n, 'bf16': m, ...}; the values sum to
+    FlopCounterMode's total (a mixed-precision step's matmuls run at different peaks)."""
+    counter = _DtypeFlopCounter()
+    with counter:
+        step()
+    total = int(counter.get_total_flops())
+    split = dict(counter.by_dtype)
+    if sum(split.values()) != total:     # torch changed its hook: say so rather than report a wrong split
+        raise RuntimeError(f"count_flops_by_dtype: the dtype split {split} does not sum to the total {total}")
+    return split
+
+
+def roofline_seconds(flops_by_dtype: dict[str, float], peaks: dict[str, float]) -> float:
+    """Seconds the given FLOPs would take if each dtype's ran at its measured matmul peak (FLOP/s):
+    a mixed-precision step's ideal time, the yardstick its "% of peak" divides by. NaN where a dtype
+    with FLOPs has no measured peak."""
+    total = 0.0
+    for name, n in flops_by_dtype.items():
+        peak = peaks.get(name, float("nan"))
+        if n and not peak > 0:
+            return float("nan")
+        total += n / peak if n else 0.0
+    return total
 
 
 def _sync(device: torch.device) -> None:

@@ -66,6 +66,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, ranker_dtype bf16": ("em3", {"speed.ranker_dtype": "bf16"}),
     "id_only, ranker_dtype bf16": ("id_only", {"speed.ranker_dtype": "bf16"}),
     "em3, deterministic off": ("em3", {"train.deterministic": False}),     # reproducibility, not speed: its cost
+    "em3, threads 1": ("em3", {"speed.threads": 1}),                         # the pool sized to the cores (2), halved
+    "id_only, threads 1": ("id_only", {"speed.threads": 1}),
     "em3, batch 256, fp32, lr 1e-3 (the preset until session 5)": ("em3", OLD_PRESET),
     "em3, batch 256, bf16, lr 1e-3": ("em3", {**OLD_PRESET, "speed.compute_dtype": "bf16"}),
     "id_only, batch 256, fp32, lr 1e-3": ("id_only", OLD_PRESET),

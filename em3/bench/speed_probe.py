@@ -17,7 +17,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """spec: config (to_dict; its train.epochs is ignored: one epoch), flops_batches. Returns the row."""
     from dataclasses import replace
 
-    from em3.bench.flops import count_flops, matmul_flops_per_s
+    from em3.bench.flops import count_flops_by_dtype, matmul_flops_per_s
     from em3.config import from_dict
     from em3.models.precision import resolve_compute_dtype
     from em3.training.batches import to_batch
@@ -44,19 +44,20 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             loss, _, _ = compute_loss(model(batch), batch["label"], cfg)
             loss.backward()
 
-        n_flops = [count_flops(lambda r=r: step(r)) for r in batches[:spec.get("flops_batches", 2)]]
+        split = [count_flops_by_dtype(lambda r=r: step(r)) for r in batches[:spec.get("flops_batches", 2)]]
         model.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {}
         state, _ = fit(model, samples, cfg, device=device, on_epoch_end=lambda st, m, opt: metrics.update(m))
-    flops = sum(n_flops) / len(n_flops)
+    by_dtype = {name: sum(c.get(name, 0) for c in split) / len(split) for name in sorted({k for c in split for k in c})}
+    flops = sum(by_dtype.values())
     steps = len(batches)
     achieved = flops * steps / state.train_seconds
     n_train, n_total = model.count_parameters()
     return {"train_epoch_s": state.train_seconds, "val_epoch_s": state.val_seconds, "steps": steps,
             "batch_size": cfg.train.batch_size, "samples": state.samples_seen,
             "samples_per_s": state.samples_seen / state.train_seconds, "step_ms": 1000 * state.train_seconds / steps,
-            "flops_per_step": flops, "achieved_flops_per_s": achieved, "peak_fp32": peaks["fp32"],
-            "peak_bf16": peaks["bf16"], "peak_memory_mb": memory.mb, "memory_kind": memory.kind,
+            "flops_per_step": flops, "flops_by_dtype": by_dtype, "achieved_flops_per_s": achieved,
+            "peak_fp32": peaks["fp32"], "peak_bf16": peaks["bf16"], "peak_memory_mb": memory.mb, "memory_kind": memory.kind,
             "val_auc": metrics.get("val/auc", float("nan")), "val_gauc": metrics.get("val/gauc", float("nan")),
             "params_trainable": n_train, "params_total": n_total, "threads": torch.get_num_threads(),
             "device": str(device)}
