@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import torch
 
 from em3.bench import efficiency_misfit as misfit
-from em3.bench.flops import matmul_flops_per_s
+from em3.bench.flops import matmul_flops_per_s, roofline_seconds
 from em3.bench.memory_limit import address_space_cap, died_of_memory, machine_memory_gb
 from em3.bench.runs import GROUP_TAG, KIND_TAG, config_hash
 from em3.config import Config, flatten, preset, to_dict, with_arm, with_overrides
+from em3.models.precision import resolve_compute_dtype
 
 if TYPE_CHECKING:
     from em3.bench.efficiency_curve import CurveSpec
@@ -117,6 +118,7 @@ def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: 
     limit = memory_limit_gb if torch_device.type == "cpu" else 0.0      # CUDA: its own OOM error, no cap
     peak = matmul_flops_per_s(torch_device)
     log(f"dense matmul: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['n']}^3 {peak['dtype']}, {torch_device})")
+    peaks = dtype_peaks(base, torch_device)
     rows: list[dict[str, Any]] = []
     group = group_name(base, lengths)
     if json_out and Path(json_out).exists():
@@ -126,7 +128,7 @@ def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: 
             log(f"resuming {json_out}: {len(rows)} config(s) already measured")
     done = {(r["variant"], r["length"]) for r in rows}
     result = {"group": group, "command": command, "device": str(torch_device),
-              "matmul": peak, "steps": steps, "warmup": warmup, "quick": quick, "data": data,
+              "matmul": peak, "peaks": peaks, "steps": steps, "warmup": warmup, "quick": quick, "data": data,
               "base": to_dict(base), "rows": rows, "finished": "", "memory_limit_gb": limit,
               "machine_memory_gb": round(machine_memory_gb(), 1) if limit else 0.0,
               "curve": None if curve is None else asdict(curve)}
@@ -165,6 +167,25 @@ def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: 
     return result
 
 
+def dtype_peaks(base: Config, device: torch.device) -> dict[str, float]:
+    """The 2048³ (CPU) / 8192³ (CUDA) matmul rate of fp32 and, where the step can run it, bf16: the per-dtype
+    yardstick of a mixed-precision step (em3.bench.flops.roofline_seconds). Emulated bf16 (a CPU without bf16
+    matmuls) is not timed: it took minutes on session 9's EPYC, and no row runs it there."""
+    names = [("fp32", torch.float32)]
+    if device.type == "cuda" or resolve_compute_dtype(base.speed.compute_dtype) == "bf16":
+        names.append(("bf16", torch.bfloat16))
+    return {name: matmul_flops_per_s(device, dtype=dt)["flops_per_s"] for name, dt in names}
+
+
+def mfu_per_dtype(row: dict[str, Any], result: dict[str, Any]) -> float:
+    """The step's FLOPs at each dtype's measured peak over its median step time (NaN without the split, e.g.
+    a result measured before it was recorded)."""
+    split, peaks = row.get("flops_by_dtype"), result.get("peaks")
+    if not split or not peaks or not row.get("step_ms"):
+        return float("nan")
+    return roofline_seconds(split, peaks) / (row["step_ms"] / 1000)
+
+
 def write_results(result: dict[str, Any], *, machine: str | None = None) -> None:
     """The result into docs/RESULTS.md: the cost curve's own block, or the efficiency table's."""
     if result.get("curve") is not None:
@@ -193,6 +214,7 @@ def log_to_mlflow(result: dict[str, Any]) -> list[str]:
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "length"}
         metrics["eff/matmul_flops_per_s"] = r.get("matmul_flops_per_s", result["matmul"]["flops_per_s"])
         metrics["eff/mfu"] = r["achieved_flops_per_s"] / metrics["eff/matmul_flops_per_s"]
+        metrics["eff/mfu_per_dtype"] = mfu_per_dtype(r, result)
         metrics["params/trainable"], metrics["params/total"] = r["params_trainable"], r["params_total"]
         metrics["perf/samples_per_s"], metrics["perf/peak_memory_mb"] = r["samples_per_s"], r["peak_memory_mb"]
         tracker.metrics({k: v for k, v in metrics.items() if v == v})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from em3.bench.efficiency import VARIANTS
+from em3.bench.efficiency import VARIANTS, mfu_per_dtype
 from em3.bench.report import IMG_DIR, loglog_chart, machine_line, write_block
 
 SECTION = "## Efficiency"
@@ -25,6 +25,19 @@ def _peaks(result: dict[str, Any]) -> str:
     return " to ".join(f"{v / 1e9:,.1f}" for v in (vals[0], vals[-1])) if len(vals) > 1 else f"{vals[0] / 1e9:,.1f}"
 
 
+def _dtype_peaks(result: dict[str, Any]) -> str:
+    peaks = result.get("peaks") or {}
+    return ", ".join(f"{name} {v / 1e9:,.1f} GFLOP/s" for name, v in peaks.items()) or "not measured"
+
+
+def _per_dtype_cell(row: dict[str, Any], result: dict[str, Any]) -> str:
+    """'25.1% (75%)'; '–' for a row or result measured before the split was recorded."""
+    u = mfu_per_dtype(row, result)
+    if u != u:
+        return "–"
+    return f"{u:.1%} ({row['flops_by_dtype'].get('bf16', 0) / row['flops']:.0%})"
+
+
 def render(result: dict[str, Any], *, machine: str, figures: list[Path]) -> str:
     dev = result["device"]
     mm = result["matmul"]
@@ -42,15 +55,17 @@ def render(result: dict[str, Any], *, machine: str, figures: list[Path]) -> str:
         "of reading cached tokens.  ",
         f"Dense matmul on this device: **{_peaks(result)} GFLOP/s** ({mm['n']}³ {mm['dtype']}, timed in the "
         "bench process that measured the row). MFU = FLOPs of the step (torch FlopCounterMode: matmuls, convs, "
-        "attention) / step time / that rate.",
+        "attention) / step time / that rate. MFU per dtype: the step's FLOPs split by the dtype each op computes "
+        f"in, each at that dtype's measured peak ({_dtype_peaks(result)}), over the step time; a mixed-precision "
+        "step's utilisation (the bf16 share of the FLOPs in brackets).",
         "",
         "| L | config | step ms | ×id | samples/s | peak MB | step MB | ×id | trainable params | ×id "
-        "| total params | GFLOP/step | GFLOP/s | MFU | unique items/batch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| total params | GFLOP/step | GFLOP/s | MFU | MFU per dtype (bf16 FLOPs) | unique items/batch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in _order(result["rows"]):
         if "error" in r:
-            lines.append(f"| {r['length']} | {r['variant']} | failed: {r['error'][:80]} |" + " |" * 13)
+            lines.append(f"| {r['length']} | {r['variant']} | failed: {r['error'][:80]} |" + " |" * 14)
             continue
         mfu = r["achieved_flops_per_s"] / r.get("matmul_flops_per_s", mm["flops_per_s"])
         lines.append(
@@ -58,7 +73,7 @@ def render(result: dict[str, Any], *, machine: str, figures: list[Path]) -> str:
             f"{_f(r['samples_per_s'], ',.0f')} | {_f(r['peak_memory_mb'], ',.0f')} | {_f(r['step_memory_mb'], ',.0f')} | "
             f"{_f(r['step_memory_mb_x'], '.2f')} | {r['params_trainable']:,} | {_f(r['params_trainable_x'], '.2f')} | "
             f"{r['params_total']:,} | {r['flops'] / 1e9:.2f} | {r['achieved_flops_per_s'] / 1e9:,.1f} | "
-            f"{mfu:.2%} | {r['unique_items_per_batch']} |")
+            f"{mfu:.2%} | {_per_dtype_cell(r, result)} | {r['unique_items_per_batch']} |")
     for fig in figures:
         lines += ["", f"![{fig.stem}](img/{fig.name})"]
     return "\n".join(lines)

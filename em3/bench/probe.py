@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from em3.config import from_dict
-from em3.bench.flops import count_flops
+from em3.bench.flops import count_flops_by_dtype
 from em3.bench.memory_limit import allocation_bytes, is_out_of_memory
 
 
@@ -122,13 +122,15 @@ def measure(spec: dict[str, Any], *, progress: dict[str, str] | None = None) -> 
         out.update(peak_memory_mb=peak, step_memory_mb=max(peak - rss_before, 0.0), memory_kind="cpu_maxrss")
     # step 3: FLOPs of one forward+backward on a fresh batch (no optimiser update: weights unchanged)
     progress["phase"] = "FLOP count"
-    flops = count_flops(lambda: step(batches[n_steps], update=False))
+    flops_by_dtype = count_flops_by_dtype(lambda: step(batches[n_steps], update=False))
+    flops = sum(flops_by_dtype.values())
     hist = torch.as_tensor(samples.history[batches[0]])
     unique = int(torch.unique(torch.cat([torch.as_tensor(samples.item[batches[0]]), hist.flatten()])).numel())
     median = statistics.median(times)
     fill = samples.history_len[np.concatenate(batches[:n_steps])]
     out.update(step_ms=median * 1000, step_ms_all=[t * 1000 for t in times], samples_per_s=bs / median,
-               flops=flops, achieved_flops_per_s=flops / median, params_trainable=n_train, params_total=n_total,
+               flops=flops, flops_by_dtype=flops_by_dtype, achieved_flops_per_s=flops / median,
+               params_trainable=n_train, params_total=n_total,
                history_params_trainable=model.history_trainable_parameters(), batch_size=bs,
                unique_items_per_batch=unique, device=str(device), threads=torch.get_num_threads(),
                num_samples=len(samples.label), history_fill=float(fill.mean()) / cfg.data.max_history,

@@ -57,7 +57,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             "batch_size": cfg.train.batch_size, "samples": state.samples_seen,
             "samples_per_s": state.samples_seen / state.train_seconds, "step_ms": 1000 * state.train_seconds / steps,
             "flops_per_step": flops, "flops_by_dtype": by_dtype, "achieved_flops_per_s": achieved,
-            "peak_fp32": peaks["fp32"], "peak_bf16": peaks["bf16"], "peak_memory_mb": memory.mb, "memory_kind": memory.kind,
+            "peak_fp32": peaks["fp32"], "peak_bf16": peaks["bf16"],
+            "peak_memory_mb": memory.mb, "memory_kind": memory.kind,
             "val_auc": metrics.get("val/auc", float("nan")), "val_gauc": metrics.get("val/gauc", float("nan")),
             "params_trainable": n_train, "params_total": n_total, "threads": torch.get_num_threads(),
             "device": str(device)}

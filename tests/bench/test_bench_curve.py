@@ -44,8 +44,8 @@ def fake_probe(calls: list, *, oom: tuple[str, int] = ("em3_shared_history", 500
 def curve_result(monkeypatch) -> tuple[dict, list]:
     calls: list = []
     monkeypatch.setattr(efficiency, "probe", fake_probe(calls))
-    monkeypatch.setattr(efficiency, "matmul_flops_per_s", lambda device: {"n": 8, "dtype": "float32",
-                                                                          "seconds": 1.0, "flops_per_s": 1e9})
+    monkeypatch.setattr(efficiency, "matmul_flops_per_s", lambda device, **kw: {"n": 8, "dtype": "float32",
+                                                                                "seconds": 1.0, "flops_per_s": 1e9})
     spec = CurveSpec(longest_history=2000, requested=(50, 200, 500, 1000), lengths=(50, 200, 500, 1000))
     result = efficiency.run_efficiency(data="synthetic", quick=False, sets={}, lengths=spec.lengths, steps=1,
                                        warmup=0, device="cpu", write=False, command="c", log=lambda s: None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,12 @@ def test_quick_efficiency_rows_and_ratios(fresh_store: Path, tmp_path: Path):
     md = efficiency_table.render(result, machine="m", figures=efficiency_table.figures(result, suffix="test",
                                                                                   directory=tmp_path))
     assert md.count("| 5 |") == 3
+    # MFU per dtype: the FLOP split sums to the count, and each row gets the cell (this preset runs fp32 alone)
+    assert set(result["peaks"]) >= {"fp32"} and all(v > 0 for v in result["peaks"].values())
+    for r in rows.values():
+        assert sum(r["flops_by_dtype"].values()) == r["flops"]
+    lora_line = next(line for line in md.splitlines() if line.startswith("| 5 | lora |"))
+    assert re.search(r"\| \d+\.\d% \(\d+%\) \|", lora_line), lora_line
     assert efficiency_main(["--from-json", str(out), "--no-write"]) == 0
     assert len(group_runs(result["group"], kind="efficiency")) == 6
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from em3.bench.flops import count_flops, count_flops_by_dtype, roofline_seconds
+from em3.bench.efficiency import mfu_per_dtype
 from em3.bench.speed_table import render, roofline_utilisation
 
 
@@ -65,3 +66,11 @@ def test_the_speed_table_shows_the_per_dtype_roofline_and_marks_rows_without_a_s
     assert "% per-dtype peaks (bf16 FLOPs)" in text
     assert "| 15% of 200 | 30% | 20% (67%) | 1 | 0.7000 |" in text
     assert "| 15% of 200 | 30% | – | 1 | 0.7000 |" in text
+
+
+def test_the_efficiency_bench_judges_a_row_by_the_same_roofline():
+    result = {"peaks": {"fp32": 100e9, "bf16": 200e9}}
+    row = {"step_ms": 100.0, "flops": 3e9, "flops_by_dtype": {"fp32": 1e9, "bf16": 2e9}}
+    assert mfu_per_dtype(row, result) == pytest.approx(0.2)                  # 20 ms ideal in a 100 ms step
+    assert math.isnan(mfu_per_dtype({"step_ms": 100.0, "flops": 3e9}, result))   # a row from before the split
+    assert math.isnan(mfu_per_dtype(row, {"matmul": {}}))                    # a result from before the peaks
