@@ -19,8 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_sigterm_stops_the_bench_and_marks_the_run_in_progress_killed(fresh_store: Path):
+    # 100,000 quick epochs (3 steps each): far more than the signal can take to arrive. At 500, a run on a loaded
+    # CI box once finished before the poll below saw it, and the bench exited 0 (session 19's fresh clone).
     cmd = [sys.executable, "-m", "em3", "bench", "quality", "--quick", "--data", "synthetic", "--arms", "id_only",
-           "--rankers", "din", "--no-write", "--set", "train.epochs=500", "--set", "train.patience=0"]
+           "--rankers", "din", "--no-write", "--set", "train.epochs=100000", "--set", "train.patience=0"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(tracking_uri=paths.tracking_uri())
