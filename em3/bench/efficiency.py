@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import torch
 
 from em3.bench import efficiency_misfit as misfit
-from em3.bench.flops import matmul_flops_per_s, roofline_seconds
+from em3.bench.flops import dtype_peaks, matmul_flops_per_s, roofline_seconds
 from em3.bench.memory_limit import address_space_cap, died_of_memory, machine_memory_gb
 from em3.bench.runs import GROUP_TAG, KIND_TAG, config_hash
 from em3.config import Config, flatten, preset, to_dict, with_arm, with_overrides
@@ -118,7 +118,7 @@ def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: 
     limit = memory_limit_gb if torch_device.type == "cpu" else 0.0      # CUDA: its own OOM error, no cap
     peak = matmul_flops_per_s(torch_device)
     log(f"dense matmul: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['n']}^3 {peak['dtype']}, {torch_device})")
-    peaks = dtype_peaks(base, torch_device)
+    peaks = dtype_peaks(torch_device, resolve_compute_dtype(base.speed.compute_dtype), measured=peak)
     rows: list[dict[str, Any]] = []
     group = group_name(base, lengths)
     if json_out and Path(json_out).exists():
@@ -165,16 +165,6 @@ def run_efficiency(*, data: str, quick: bool, sets: Mapping[str, str], lengths: 
     if write:
         write_results(result)
     return result
-
-
-def dtype_peaks(base: Config, device: torch.device) -> dict[str, float]:
-    """The 2048³ (CPU) / 8192³ (CUDA) matmul rate of fp32 and, where the step can run it, bf16: the per-dtype
-    yardstick of a mixed-precision step (em3.bench.flops.roofline_seconds). Emulated bf16 (a CPU without bf16
-    matmuls) is not timed: it took minutes on session 9's EPYC, and no row runs it there."""
-    names = [("fp32", torch.float32)]
-    if device.type == "cuda" or resolve_compute_dtype(base.speed.compute_dtype) == "bf16":
-        names.append(("bf16", torch.bfloat16))
-    return {name: matmul_flops_per_s(device, dtype=dt)["flops_per_s"] for name, dt in names}
 
 
 def mfu_per_dtype(row: dict[str, Any], result: dict[str, Any]) -> float:

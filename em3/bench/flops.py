@@ -28,10 +28,7 @@ CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_fla
 def count_flops(step: Callable[[], None]) -> int:
     """FLOPs of one call of `step` (forward + backward), as torch's FlopCounterMode counts them (matmuls, convs,
     SDPA, the CPU kernel included)."""
-    counter = FlopCounterMode(display=False, custom_mapping=CPU_SDPA)
-    with counter:
-        step()
-    return int(counter.get_total_flops())
+    return sum(count_flops_by_dtype(step).values())
 
 
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
@@ -54,11 +51,14 @@ class _DtypeFlopCounter(FlopCounterMode):
         self.by_dtype: dict[str, int] = defaultdict(int)
 
     def _count_flops(self, func_packet, out, args, kwargs):     # torch's per-op hook (torch/utils/flop_counter.py)
-        if func_packet in self.flop_registry:
+        counts = self.flop_counts["Global"]                      # what get_total_flops sums
+        before = counts[func_packet]
+        result = super()._count_flops(func_packet, out, args, kwargs)
+        if counts[func_packet] != before:
             first = _first_tensor(out)
             name = DTYPE_NAMES.get(first.dtype, str(first.dtype)) if first is not None else "unknown"
-            self.by_dtype[name] += int(self.flop_registry[func_packet](*args, **kwargs, out_val=out))
-        return super()._count_flops(func_packet, out, args, kwargs)
+            self.by_dtype[name] += int(counts[func_packet] - before)
+        return result
 
 
 def count_flops_by_dtype(step: Callable[[], None]) -> dict[str, int]:
@@ -69,7 +69,7 @@ def count_flops_by_dtype(step: Callable[[], None]) -> dict[str, int]:
         step()
     total = int(counter.get_total_flops())
     split = dict(counter.by_dtype)
-    if sum(split.values()) != total:     # torch changed its hook: say so rather than report a wrong split
+    if sum(split.values()) != total:     # torch stopped calling the hook: say so rather than report a wrong split
         raise RuntimeError(f"count_flops_by_dtype: the dtype split {split} does not sum to the total {total}")
     return split
 
@@ -85,6 +85,19 @@ def roofline_seconds(flops_by_dtype: dict[str, float], peaks: dict[str, float]) 
             return float("nan")
         total += n / peak if n else 0.0
     return total
+
+
+def dtype_peaks(device: torch.device, compute_dtype: str, *, measured: dict | None = None) -> dict[str, float]:
+    """The matmul rate (`matmul_flops_per_s`) of fp32 and, where a step can run it, bf16: the per-dtype yardstick
+    of a mixed-precision step (`roofline_seconds`). `compute_dtype` is the resolved speed.compute_dtype; a rate
+    already `measured` (one of `matmul_flops_per_s`'s results) is reused, not timed again. Emulated bf16 (a CPU
+    without bf16 matmuls) is not timed: it took minutes on session 9's EPYC, and no step runs it there."""
+    names = [("fp32", torch.float32)]
+    if device.type == "cuda" or compute_dtype == "bf16":
+        names.append(("bf16", torch.bfloat16))
+    have = {measured["dtype"]: measured["flops_per_s"]} if measured else {}
+    return {name: have.get(str(dt).replace("torch.", "")) or matmul_flops_per_s(device, dtype=dt)["flops_per_s"]
+            for name, dt in names}
 
 
 def _sync(device: torch.device) -> None:

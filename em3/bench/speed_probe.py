@@ -17,7 +17,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """spec: config (to_dict; its train.epochs is ignored: one epoch), flops_batches. Returns the row."""
     from dataclasses import replace
 
-    from em3.bench.flops import count_flops_by_dtype, matmul_flops_per_s
+    from em3.bench.flops import count_flops_by_dtype, dtype_peaks
     from em3.config import from_dict
     from em3.models.precision import resolve_compute_dtype
     from em3.training.batches import to_batch
@@ -30,12 +30,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = replace(cfg, train=replace(cfg.train, epochs=1, patience=0))
     configure_run(cfg)
     device = resolve_device(cfg.train.device)
-    # The bf16 peak only where a row can run bf16: without bf16 hardware torch emulates it, and a 2048³ bf16
-    # matmul took a minute on session 9's AVX2-only EPYC (0.28 GFLOP/s), longer than the row's epoch.
-    dtypes = [("fp32", torch.float32)]
-    if device.type == "cuda" or resolve_compute_dtype(cfg.speed.compute_dtype) == "bf16":
-        dtypes.append(("bf16", torch.bfloat16))
-    peaks = {"bf16": float("nan"), **{name: matmul_flops_per_s(device, dtype=dt)["flops_per_s"] for name, dt in dtypes}}
+    # The bf16 peak only where a row can run bf16 (dtype_peaks: emulated bf16 takes minutes to time)
+    peaks = {"bf16": float("nan"), **dtype_peaks(device, resolve_compute_dtype(cfg.speed.compute_dtype))}
     with PeakMemory(device) as memory:
         samples, model, _, batches = step_setup(cfg, steps=cfg.train.max_steps_per_epoch, device=device)
 

@@ -74,3 +74,20 @@ def test_the_efficiency_bench_judges_a_row_by_the_same_roofline():
     assert mfu_per_dtype(row, result) == pytest.approx(0.2)                  # 20 ms ideal in a 100 ms step
     assert math.isnan(mfu_per_dtype({"step_ms": 100.0, "flops": 3e9}, result))   # a row from before the split
     assert math.isnan(mfu_per_dtype(row, {"matmul": {}}))                    # a result from before the peaks
+
+
+def test_dtype_peaks_reuses_a_measured_rate_and_times_bf16_only_where_a_step_runs_it(monkeypatch):
+    from em3.bench import flops
+
+    timed: list[str] = []
+
+    def fake(device, *, dtype, **kw):
+        timed.append(str(dtype))
+        return {"n": 8, "dtype": str(dtype).replace("torch.", ""), "seconds": 1.0, "flops_per_s": 2e9}
+
+    monkeypatch.setattr(flops, "matmul_flops_per_s", fake)
+    cpu = torch.device("cpu")
+    measured = {"n": 8, "dtype": "float32", "seconds": 1.0, "flops_per_s": 1e9}
+    assert flops.dtype_peaks(cpu, "bf16", measured=measured) == {"fp32": 1e9, "bf16": 2e9}
+    assert timed == ["torch.bfloat16"]                                      # fp32 was not timed again
+    assert flops.dtype_peaks(cpu, "fp32") == {"fp32": 2e9}                  # no emulated bf16 on an fp32 step
