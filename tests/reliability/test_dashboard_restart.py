@@ -2,6 +2,7 @@
 running) with a Resume action, and Resume continues it from its last checkpoint to FINISHED."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -39,12 +40,25 @@ def _texts(at: AppTest) -> str:
                      for e in getattr(at, kind))
 
 
+def _stored_checkpoint(store: Path) -> bool:
+    """A whole last.pt in the artifact store. The sidecar is uploaded before its file (run.py), so waiting for the
+    sidecar alone once killed the server between the two, and Resume found no last.pt (session 19's fresh clone)."""
+    for side in store.glob("artifacts/*/artifacts/checkpoint/last.pt.json"):
+        pt = side.with_name("last.pt")
+        try:
+            if pt.is_file() and pt.stat().st_size == json.loads(side.read_text())["size"]:
+                return True
+        except (OSError, ValueError, KeyError):      # a sidecar mid-copy
+            continue
+    return False
+
+
 def test_a_restarted_server_shows_the_run_interrupted_with_a_working_resume(fresh_store: Path):
     old = subprocess.Popen([sys.executable, "-c", OLD_SERVER, str(REPO)], cwd=REPO, text=True,
                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 400
-        while not list(fresh_store.glob("artifacts/*/artifacts/checkpoint/last.pt.json")):
+        while not _stored_checkpoint(fresh_store):
             assert old.poll() is None and time.time() < deadline, old.stderr.read()[-3000:] if old.stderr else ""
             time.sleep(0.05)
         os.kill(old.pid, signal.SIGKILL)                       # the server dies with its worker thread
