@@ -187,12 +187,24 @@ def _wait_value(driver, label: str, value: str, timeout: float) -> None:
     raise AssertionError(f"input {label!r} never showed {value!r}")
 
 
-def _set_number(driver, label: str, value: str) -> None:
+def _set_number(driver, label: str, value: str, timeout: float = 30) -> None:
+    """Type `value` into the number input and commit it; again if a rerun replaced the input meanwhile (the
+    previous input's rerun can: seen once in a fresh clone's three-browser test) or dropped the value."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.keys import Keys
-    box = driver.find_element("css selector", f'input[aria-label="{label}"]')
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(value)
-    box.send_keys(Keys.TAB)     # commit the value now (a rerun), not on the Start click's blur
+    deadline = time.time() + timeout
+    while True:
+        try:
+            box = driver.find_element("css selector", f'input[aria-label="{label}"]')
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(value)
+            box.send_keys(Keys.TAB)     # commit the value now (a rerun), not on the Start click's blur
+            _wait_value(driver, label, value, 5)
+            return
+        except (StaleElementReferenceException, AssertionError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def test_click_start_watch_it_finish_and_visit_every_page(server, browser, tmp_path):
