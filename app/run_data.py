@@ -59,25 +59,37 @@ def run_data(run_id: str) -> tuple[RunData | None, str]:
         return None, f"could not rebuild the run's dataset from its config.json: {type(exc).__name__}: {exc}"
 
 
+def _flag_columns(attrs: pd.DataFrame, cols: list[str]) -> list[str]:
+    """The binary 0/1 columns among cols (MovieLens's 19 genre flags)."""
+    return [c for c in cols if pd.api.types.is_numeric_dtype(attrs[c]) and set(attrs[c].dropna().unique()) <= {0, 1}]
+
+
 def colour_columns(data: RunData) -> list[str]:
-    """Attribute columns to colour by; binary flag columns (MovieLens genres) collapse into one 'genre' choice."""
+    """Attribute columns to colour by, the most telling first: the other columns (MovieLens's primary 'genre'),
+    then the binary flag columns as one 'genre' choice (the first flag set) where no column has that name,
+    then each flag on its own ('Action' / 'not Action')."""
     attrs: pd.DataFrame = data.samples.item_attributes
     cols = [c for c in data.raw.attribute_columns if c in attrs]
-    if cols and all(pd.api.types.is_numeric_dtype(attrs[c]) and set(attrs[c].dropna().unique()) <= {0, 1}
-                    for c in cols):
-        return ["genre"]
-    return cols
+    flags = _flag_columns(attrs, cols)
+    others = [c for c in cols if c not in flags]
+    return [*others, *(["genre"] if flags and "genre" not in others else []), *flags]
 
 
 def attribute_colours(data: RunData, indices: np.ndarray, column: str) -> list[str]:
-    """Per-item colour label: the column's value, or for 'genre' the first set flag ('none' if no flag)."""
+    """Per-item colour label: the column's value ('Action' / 'not Action' for a flag column), or for a 'genre'
+    that is no column the first set flag ('none' if no flag)."""
     attrs: pd.DataFrame = data.samples.item_attributes
     rows = attrs.reindex([int(i) for i in indices])
-    if column != "genre":
-        return [str(v) for v in rows[column]] if column in rows else ["none"] * len(indices)
     cols = [c for c in data.raw.attribute_columns if c in attrs]
+    flags = _flag_columns(attrs, cols)
+    if column in flags:
+        return [column if v == 1 else f"not {column}" if v == 0 else "none" for v in rows[column]]
+    if column in rows:
+        return ["none" if pd.isna(v) else str(v) for v in rows[column]]
+    if column != "genre":
+        return ["none"] * len(indices)
     labels = []
-    for _, row in rows[cols].iterrows():
-        on = [c for c in cols if pd.notna(row[c]) and row[c] == 1]
+    for _, row in rows[flags].iterrows():
+        on = [c for c in flags if pd.notna(row[c]) and row[c] == 1]
         labels.append(on[0] if on else "none")
     return labels

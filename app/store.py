@@ -118,12 +118,14 @@ def run_label(row: Any) -> str:
 
 @st.cache_data(ttl=3, show_spinner=False)
 def metric_history(store_uri: str, run_id: str, key: str) -> pd.DataFrame:
-    """(step, value) of one metric of one run; empty if never logged."""
+    """(step, value, timestamp) of one metric of one run in the order logged within a step; empty if never logged."""
     try:
         hist = client(store_uri).get_metric_history(run_id, key)
     except MlflowException:
-        return pd.DataFrame(columns=["step", "value"])
-    return pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist]}).sort_values("step")
+        return pd.DataFrame(columns=["step", "value", "timestamp"])
+    frame = pd.DataFrame({"step": [m.step for m in hist], "value": [m.value for m in hist],
+                          "timestamp": [m.timestamp for m in hist]})
+    return frame.sort_values(["step", "timestamp"], kind="stable").reset_index(drop=True)
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -1,9 +1,10 @@
 """Shared Streamlit widgets: run pickers, MLflow links, 'what is missing' notes and plotly curves."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -104,18 +105,41 @@ def resume_button(row: pd.Series) -> None:
     st.success(f"Queued job `{job_id}`: run {row['run_id'][:8]} continues from its last checkpoint (see Launch).")
 
 
-def curves(series: Iterable[tuple[str, pd.DataFrame]], *, title: str, x: str = "step",
-           y_title: str = "", height: int = 300, hlines: Iterable[tuple[float, str]] = ()) -> go.Figure:
-    """Overlaid line curves from (name, frame with columns x/value) pairs, plus labelled reference lines."""
+def split_final(df: pd.DataFrame, x: str = "step") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-epoch points, final point) of a logged series. A finished run logs its final evaluation of the best
+    model at the last epoch's step (em3/training/run.py), so a val/* or align/* series ends with two values at
+    one step: the last is that final value, not an epoch's. Without such a repeat the final part is empty."""
+    if len(df) >= 2 and df[x].iloc[-1] == df[x].iloc[-2]:
+        return df.iloc[:-1], df.iloc[-1:]
+    return df, df.iloc[:0]
+
+
+def curves(series: Iterable[tuple[str, pd.DataFrame]], *, title: str, x: str = "step", x_title: str | None = None,
+           y_title: str = "", height: int = 300, hlines: Iterable[tuple[float, str]] = (),
+           final_x: Mapping[str, float] | None = None) -> go.Figure:
+    """Overlaid line curves from (name, frame with columns x/value) pairs, plus labelled reference lines.
+    A series' final evaluation (split_final) is a star of the line's colour, not a point on the line: at
+    final_x[name] where given (the run's best epoch, whose model it evaluates), else where it was logged."""
     fig = go.Figure()
-    for name, df in series:
-        if not df.empty:
-            fig.add_trace(go.Scatter(x=df[x], y=df["value"], mode="lines+markers" if len(df) < 30 else "lines",
-                                     name=name))
+    palette = px.colors.qualitative.Plotly
+    for n, (name, df) in enumerate(series):
+        if df.empty:
+            continue
+        line, final = split_final(df, x)
+        colour = palette[n % len(palette)]
+        fig.add_trace(go.Scatter(x=line[x], y=line["value"], mode="lines+markers" if len(line) < 30 else "lines",
+                                 name=name, line=dict(color=colour), legendgroup=name))
+        if not final.empty:
+            at = (final_x or {}).get(name)
+            fig.add_trace(go.Scatter(x=final[x] if at is None else [at], y=final["value"], mode="markers",
+                                     legendgroup=name, name=f"{name}: final (best model)",
+                                     marker=dict(symbol="star", size=13, color=colour, line=dict(width=1, color="black")),
+                                     hovertemplate="final evaluation of the best model: %{y:.4f}<extra></extra>"))
     for value, label in hlines:
         fig.add_hline(y=value, line_dash="dot", annotation_text=label, annotation_position="top left")
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis_title=x, yaxis_title=y_title, legend=dict(orientation="h"))
+                      xaxis_title=x_title or x, yaxis_title=y_title,
+                      legend=dict(orientation="h", yanchor="top", y=-0.25))   # below the axis title, not on it
     return fig
 
 

@@ -32,7 +32,8 @@ def _attribute_colours(data, idx: np.ndarray, *, key: str) -> tuple[list[str], s
 
 def _scatter(fig: go.Figure, xy: np.ndarray, frame: pd.DataFrame, *, symbol: str, side: str, legend: bool) -> None:
     """One marker trace per colour group of `frame` (rows = rows of xy); a value keeps its colour across calls."""
-    palette = px.colors.qualitative.Plotly
+    # 10 colours, or 24 where there are more groups (MovieLens's 19 genres): no two groups share a colour
+    palette = px.colors.qualitative.Plotly if frame["colour_no"].max() < 10 else px.colors.qualitative.Dark24
     for value, part in frame.groupby("colour"):
         sel = part.index.to_numpy()
         colour = palette[int(part["colour_no"].iloc[0]) % len(palette)]
@@ -133,7 +134,8 @@ def show_run(row: pd.Series, *, key: str) -> None:
     if all(df.empty for _, df in series):
         st.info("No align/alignment or align/uniformity metrics logged for this run.")
     else:
-        widgets.plot(widgets.curves(series, title="Alignment and uniformity over epochs", x="step", height=260),
+        widgets.plot(widgets.curves(series, title="Alignment and uniformity over epochs", x="step",
+                                    x_title="epoch", height=260),
                      key=f"al-curve-{key}")
 
 

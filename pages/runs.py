@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -56,10 +57,16 @@ picked = st.multiselect("Curves", curve_keys, default=[k for k in ("train/loss",
                         key="runs-curves")
 uri = store.uri()
 cols = st.columns(2)
+names = {rid: labels[rid].split(" · ")[0] + f" ({rid[:6]})" for rid in chosen}
+best_epochs = {names[r["run_id"]]: r["_metrics"]["best_epoch"] for _, r in sel.iterrows()   # where a final star goes
+               if np.isfinite(float(r["_metrics"].get("best_epoch") or np.nan))}
 for i, key in enumerate(picked):
-    series = [(labels[rid].split(" · ")[0] + f" ({rid[:6]})", store.metric_history(uri, rid, key)) for rid in chosen]
+    series = [(names[rid], store.metric_history(uri, rid, key)) for rid in chosen]
     with cols[i % 2]:
-        widgets.plot(widgets.curves(series, title=key, x="step"), key=f"runs-curve-{key}")
+        # a CTR run logs train/* per step and the rest once an epoch; a top-K run logs everything once an epoch
+        per_epoch = key.split("/")[0] != "train" or set(sel["kind"]) == {"topk"}
+        widgets.plot(widgets.curves(series, title=key, x="step", x_title="epoch" if per_epoch else "step",
+                                    final_x=best_epochs if per_epoch else None), key=f"runs-curve-{key}")
 
 # final metrics with reference lines where metric and protocol match
 st.subheader("Final metrics")

@@ -211,3 +211,53 @@ def test_alignment_sample_keeps_warm_items_when_the_split_drew_its_cold_items_wi
     assert len(rows) == len(set(rows)) == 300 and 0 not in rows
     assert (~cold[rows]).sum() == 240 and cold[rows].sum() == 60     # the catalogue's 80 / 20
     assert list(sample_rows(item_index[:5], cold[:5], size=300)) == [1, 2, 3, 4]   # fewer items than asked: all
+
+
+def _colour_data(attribute_columns, attrs):
+    from types import SimpleNamespace
+
+    from app.run_data import RunData
+    return RunData(raw=SimpleNamespace(attribute_columns=attribute_columns), samples=SimpleNamespace(item_attributes=attrs))
+
+
+def test_alignment_colours_by_movielens_primary_genre_first_and_names_the_flags():
+    """MovieLens's loader gives 19 genre flags plus the primary 'genre' (em3/data/movielens.py). The page once
+    offered the flags one by one, genre_unknown first: 0.0 for nearly every item, one colour on the plot."""
+    from app.run_data import attribute_colours, colour_columns
+    attrs = pd.DataFrame({"title": [None, "a", "b", "c"], "genre_unknown": [np.nan, 0.0, 0.0, 1.0],
+                          "Action": [np.nan, 1.0, 0.0, 0.0], "genre": [None, "Action", "Comedy", "unknown"]},
+                         index=[0, 1, 2, 3])
+    data = _colour_data(("genre_unknown", "Action", "genre"), attrs)
+    assert colour_columns(data) == ["genre", "genre_unknown", "Action"]
+    idx = np.array([1, 2, 3, 0])
+    assert attribute_colours(data, idx, "genre") == ["Action", "Comedy", "unknown", "none"]
+    assert attribute_colours(data, idx, "Action") == ["Action", "not Action", "not Action", "none"]
+    # flags alone (no primary-genre column): one 'genre' choice, the first flag set
+    flags_only = _colour_data(("genre_unknown", "Action"), attrs.drop(columns="genre"))
+    assert colour_columns(flags_only) == ["genre", "genre_unknown", "Action"]
+    assert attribute_colours(flags_only, idx, "genre") == ["Action", "none", "genre_unknown", "none"]
+    # categorical attributes (the synthetic data) are offered as they are
+    cats = _colour_data(("shape", "mood"), pd.DataFrame({"shape": ["x", "y"], "mood": ["m", "n"]}, index=[1, 2]))
+    assert colour_columns(cats) == ["shape", "mood"]
+    assert attribute_colours(cats, np.array([2, 1]), "shape") == ["y", "x"]
+
+
+def test_a_finished_runs_final_evaluation_is_a_star_beside_the_curve_not_a_last_epoch():
+    """run.py logs the best model's final val/* at the last epoch's step: the curve must not end on a vertical jump."""
+    from app.widgets import curves, split_final
+    logged = pd.DataFrame({"step": [1, 2, 3, 3], "value": [0.70, 0.74, 0.73, 0.74], "timestamp": [1, 2, 3, 4]})
+    line, final = split_final(logged)
+    assert list(line["step"]) == [1, 2, 3] and list(line["value"]) == [0.70, 0.74, 0.73]
+    assert list(final["value"]) == [0.74]
+    fig = curves([("run a", logged), ("run b", logged.iloc[:3])], title="val/auc", x_title="epoch")
+    names = [t.name for t in fig.data]
+    assert names == ["run a", "run a: final (best model)", "run b"]
+    assert list(fig.data[0].y) == [0.70, 0.74, 0.73] and list(fig.data[1].y) == [0.74]
+    assert fig.data[1].marker.color == fig.data[0].line.color != fig.data[2].line.color
+    assert fig.layout.xaxis.title.text == "epoch"
+    # a per-step series (train/loss) has no repeated step: all of it is the line
+    steps = pd.DataFrame({"step": [1, 2, 3], "value": [0.9, 0.8, 0.7]})
+    assert split_final(steps)[1].empty and len(split_final(steps)[0]) == 3
+    # placed at the run's best epoch, whose model the final evaluation scored
+    placed = curves([("run a", logged)], title="val/auc", final_x={"run a": 2})
+    assert list(placed.data[1].x) == [2]
