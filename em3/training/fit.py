@@ -20,6 +20,7 @@ from em3.errors import RunError
 from em3.evaluation.evaluate import evaluate_split
 from em3.models.losses import bce_loss, cic_loss
 from em3.training.batches import drop_ids, epoch_permutation, global_batches, id_dropout_rng, shard, to_batch
+from em3.training.eta import TrainEta
 from em3.training.hooks import Hooks, Progress
 
 CONTENT_PREFIXES = ("content", "fusion", "history_encoder", "lora")
@@ -105,6 +106,7 @@ def fit(model: nn.Module, samples: SampleSet, cfg: Config, *, device: torch.devi
     if n_batches == 0:
         raise RunError(f"the train split has {len(train_rows)} samples: too few for one batch")
     ended = "completed"
+    eta = TrainEta()          # the progress reports' ETA: recent step times (em3/training/eta.py)
     while state.epoch < tc.epochs:
         epoch = state.epoch + 1
         # step 1: this epoch's batches and dropout stream are pure functions of (seed, epoch) -> resumable
@@ -114,7 +116,7 @@ def fit(model: nn.Module, samples: SampleSet, cfg: Config, *, device: torch.devi
         batches = global_batches(perm, batch_size=tc.batch_size, max_steps=tc.max_steps_per_epoch,
                                  world_size=world.size)
         net.train()
-        t0 = time.perf_counter()
+        t0 = t_step = time.perf_counter()
         epoch_samples = 0
         for step, rows in enumerate(batches, start=1):
             if hooks.stop_requested():
@@ -136,9 +138,12 @@ def fit(model: nn.Module, samples: SampleSet, cfg: Config, *, device: torch.devi
             optimizer.step()
             state.global_step += 1
             epoch_samples += len(rows)
-            elapsed = time.perf_counter() - t0
-            rate = epoch_samples / max(elapsed, 1e-9)
-            left = (len(batches) - step) * elapsed / step + (tc.epochs - epoch) * len(batches) * elapsed / step
+            now = time.perf_counter()
+            eta.step(now - t_step)
+            t_step = now
+            rate = epoch_samples / max(now - t0, 1e-9)
+            left = eta.seconds_left(steps_left=len(batches) - step, epochs_after=tc.epochs - epoch,
+                                    steps_per_epoch=len(batches))
             if on_step is not None and (state.global_step % tc.log_every == 0 or step == len(batches)):
                 on_step(state.global_step, {"train/loss": loss.item(), "train/bce": bce.item(), "train/cic": cic.item()})
             hooks.progress(Progress(phase="train", epoch=epoch, epochs=tc.epochs, step=step,
@@ -148,6 +153,7 @@ def fit(model: nn.Module, samples: SampleSet, cfg: Config, *, device: torch.devi
         metrics = {f"val/{k}": v for k, v in evaluate_split(model, samples, "val", batch_size=tc.eval_batch_size,
                                                               device=device).items()}
         val_seconds = time.perf_counter() - t0 - train_seconds
+        eta.validated(val_seconds)
         state.train_seconds += train_seconds
         state.val_seconds += val_seconds
         state.samples_seen += epoch_samples
