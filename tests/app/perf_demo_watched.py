@@ -1,6 +1,9 @@
 """What watching costs: the default demo run with the Launch page open in Chromium, and without (not a test).
 
-    python tests/app/perf_demo_watched.py [--modes watched,unwatched] [--out figures.json]
+    python tests/app/perf_demo_watched.py [--modes watched,unwatched] [--dataset demo|movielens] [--out figures.json]
+
+`--dataset movielens` presses Start on the MovieLens-100K defaults instead (EM3_MOVIELENS_DIR), with the
+feature cache of EM3_CACHE_DIR as it is (encoding the posters and plots anew would take minutes).
 
 Each mode is a new user's first run: a fresh feature cache built as `make run` builds it, a fresh server
 (`python -m app.serve`, as `make run`), Chromium opening the Launch page and pressing Start on the defaults.
@@ -57,17 +60,25 @@ def _finished_run(db: Path) -> tuple[str, float] | None:
     return None
 
 
-def one_run(mode: str) -> dict[str, object]:
+def one_run(mode: str, dataset: str = "demo") -> dict[str, object]:
     import test_app_browser as tb   # the browser test's helpers: server start, clicks, waits
 
     tmp = Path(tempfile.mkdtemp(prefix=f"em3-watch-{mode}-"))
-    env = tb.new_user_env(tmp)
+    if dataset == "movielens":
+        if not os.environ.get("EM3_MOVIELENS_DIR"):
+            raise SystemExit("--dataset movielens: set EM3_MOVIELENS_DIR (and EM3_CACHE_DIR to a built feature cache)")
+        env = {}
+    else:
+        env = tb.new_user_env(tmp)
     driver = tb.new_driver()
     try:
         with tb._serve(tmp, **env) as (base, _):
             server = psutil.Process(_server_pid(base))
             driver.get(base)
             tb._wait_text(driver, "Launch a run", 120)
+            if dataset == "movielens":
+                tb._click(driver, "//label[.//p[contains(text(),'MovieLens')]]")
+                tb._wait_text(driver, "Dataset directory", 60)
             tb._idle(driver, 120)
             cpu0 = {"server": _cpu_seconds([server, *server.children(recursive=True)]),
                     "chromium": _cpu_seconds(_chromium(driver))}
@@ -80,7 +91,7 @@ def one_run(mode: str) -> dict[str, object]:
             db = tmp / "mlruns" / "mlflow.db"
             while (done := _finished_run(db)) is None:
                 if time.time() - clicked > 1800:
-                    raise TimeoutError(f"{mode}: the demo run did not end within 30 min")
+                    raise TimeoutError(f"{mode}: the {dataset} run did not end within 30 min")
                 time.sleep(1.0)
             status, ended = done
             cpu = {"server": _cpu_seconds([server, *server.children(recursive=True)]) - cpu0["server"],
@@ -91,7 +102,7 @@ def one_run(mode: str) -> dict[str, object]:
             first = re.search(r"first live metric after ([\d.]+) s", tb._body(driver))
     finally:
         driver.quit()
-    return {"mode": mode, "status": status, "start_to_end_s": round(wall, 1),
+    return {"mode": mode, "dataset": dataset, "status": status, "start_to_end_s": round(wall, 1),
             "first_live_metric_s": float(first.group(1)) if first else None,
             "server_cpu_s": round(cpu["server"], 1), "chromium_cpu_s": round(cpu["chromium"], 1),
             "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
@@ -108,6 +119,8 @@ def _server_pid(base: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", default="watched,unwatched", help="comma list of watched, unwatched (run in order)")
+    ap.add_argument("--dataset", choices=("demo", "movielens"), default="demo",
+                    help="the run Start launches: the demo defaults, or MovieLens-100K's (EM3_MOVIELENS_DIR)")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures here as JSON")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -116,7 +129,7 @@ def main() -> None:
             raise SystemExit(f"--modes: {m!r} is not one of watched, unwatched")
     rows = []
     for m in modes:
-        rows.append(one_run(m))
+        rows.append(one_run(m, args.dataset))
         print(json.dumps(rows[-1]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
