@@ -33,8 +33,7 @@ def _eta(seconds: float | None) -> str:
 
 
 def progress_line(job: dict[str, Any]) -> tuple[float, str]:
-    """(fraction done, 'epoch 1/2 · step 3/10 · 850 samples/s · training ≤ 0m12s left · loss 0.6931') of a job.
-    The time left is the epoch cap's (em3/training/eta.py): early stopping can end sooner, evaluation follows."""
+    """(fraction done, 'epoch 1/2 · step 3/10 · 850 samples/s · ≈ 0m12s of training to epoch 2 · loss 0.6931') of a job."""
     p = job["progress"]
     if job["state"] == QUEUED:
         return 0.0, "queued" + (" (the worker is still importing torch; first start only)" if registry().warming else "")
@@ -55,7 +54,8 @@ def progress_line(job: dict[str, Any]) -> tuple[float, str]:
         parts.append(f"step {step}/{steps}")
     if p.get("samples_per_s"):
         parts.append(f"{p['samples_per_s']:.0f} samples/s")
-    parts.append(f"training ≤ {_eta(p.get('eta_s'))} left")
+    # an estimate to the epoch cap: early stopping can end sooner, evaluation follows (em3/training/eta.py)
+    parts.append(f"≈ {_eta(p.get('eta_s'))} of training" + (f" to epoch {epochs}" if epochs else ""))
     if loss is not None and loss == loss:
         parts.append(f"loss {loss:.4f}")
     if p.get("message"):

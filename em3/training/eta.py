@@ -5,8 +5,9 @@ first steps in a fresh server, a page rerun holding the GIL) stayed in the mean 
 and on the dashboard a MovieLens run read "ETA 4m58s" at step 6, while 10 epochs at its steady step time come to about 2m10s.
 Here: the median of the last `window` step times, times the steps left, plus one validation pass per
 epoch still to validate at the last pass's measured time (none counted before the first pass). Training
-only: the final evaluation and the explain artifacts come after it, and early stopping can end the run
-sooner, so the page shows it as an upper bound ("training <= 1m40s left").
+only, to the epoch cap: the final evaluation and the explain artifacts come after it, and early stopping
+can end the run sooner; the page says "≈ 1m40s of training to epoch 10". An estimate, not a bound: a run
+whose steps slow down (a page left open beside it) takes longer than it said.
 """
 from __future__ import annotations
 

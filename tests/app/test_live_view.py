@@ -32,3 +32,14 @@ def test_unchanged_series_are_not_rebuilt_and_the_end_of_a_run_is_drawn_at_once(
     assert chart_figures(_job(RUNNING, 4, 1), cache, now=1000.0) is first   # nothing new, however late
     done = chart_figures(_job(FINISHED, 7, 2), cache, now=0.5)              # finished: the whole run, now
     assert done is not first and _loss_points(done[0]) == 7 and len(done[1].data[0].x) == 2
+
+
+def test_the_progress_line_reads_the_eta_as_an_estimate_to_the_epoch_cap():
+    from app.live import progress_line
+    job = {"state": RUNNING, "progress": {"phase": "train", "epoch": 2, "epochs": 10, "step": 5, "steps_per_epoch": 71,
+                                          "samples_per_s": 4700.0, "eta_s": 100.0, "loss": 0.55}}
+    frac, line = progress_line(job)
+    assert frac == (1 + 5 / 71) / 10
+    assert line == "train · epoch 2/10 · step 5/71 · 4700 samples/s · ≈ 1m40s of training to epoch 10 · loss 0.5500"
+    job["progress"]["eta_s"] = float("nan")          # before the first step: no estimate yet
+    assert "≈ – of training" in progress_line(job)[1]
