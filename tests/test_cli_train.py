@@ -96,6 +96,10 @@ def test_train_in_process_then_recommend(capsys):
     assert recs["user"] == "7" and len(recs["items"]) == 5
     scores = [s for _, s in recs["items"]]
     assert scores == sorted(scores, reverse=True)
+    # a prefix, as the dashboard shows run ids, names the same run
+    assert recommend.main(["--run-id", out["run_id"][:12], "--user", "7", "-k", "5", "--json"]) == 0
+    short = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert short["run_id"] == out["run_id"] and short["items"] == recs["items"]
     assert recommend.main(["--run-id", out["run_id"], "--user", "no-such-user"]) == 1
     err = capsys.readouterr().err
     assert out["run_id"] in err and "unknown user 'no-such-user'" in err

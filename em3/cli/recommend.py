@@ -13,7 +13,8 @@ from em3.errors import EM3Error
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m em3 recommend", description=__doc__)
-    p.add_argument("--run-id", required=True, help="MLflow run id of a finished training run")
+    p.add_argument("--run-id", required=True, help="MLflow run id of a finished training run, or a unique prefix of "
+                                                   "one (the dashboard's short ids, e.g. 947fed7c)")
     p.add_argument("--user", required=True, help="the original user_id")
     p.add_argument("-k", type=int, default=10, help="how many items (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -30,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from em3.evaluation.recommend import recommend
     from em3.training.restore import restore_run, user_index
+    from em3.training.tracking import resolve_run_id
 
     try:
+        args.run_id = resolve_run_id(args.run_id)
         run = restore_run(args.run_id)
         u = user_index(run.samples, args.user, run_id=args.run_id)
     except EM3Error as e:

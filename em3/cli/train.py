@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker", choices=RANKERS, default=None, help="ranker (default: the config's, din)")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: the config's, 0)")
     p.add_argument("--run-name", default=None, help="MLflow run name")
-    p.add_argument("--resume", default="", metavar="RUN_ID", help="continue a run from its last checkpoint")
+    p.add_argument("--resume", default="", metavar="RUN_ID", help="continue a run from its last checkpoint (its id, or a unique prefix)")
     p.add_argument("--json", action="store_true", help="print one last line of JSON with the results")
     return p
 
@@ -145,11 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from em3.training.run import run_training   # lazy: torch and mlflow are slow to import
     from em3.training.runtime import sigterm_as_interrupt
+    from em3.training.tracking import resolve_run_id
 
     sigterm_as_interrupt()                              # a terminated run is marked KILLED, not left RUNNING
     hooks, close = progress_bar() if (rank0 and not args.json) else (None, lambda: None)
     try:
-        result = run_training(cfg, hooks=hooks, run_name=args.run_name, resume_run_id=args.resume or None)
+        resume = resolve_run_id(args.resume) if args.resume else None       # a dashboard short id works too
+        result = run_training(cfg, hooks=hooks, run_name=args.run_name, resume_run_id=resume)
     except (EM3Error, ConfigError) as e:
         close()
         print(f"error: {e}", file=sys.stderr)

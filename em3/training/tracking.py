@@ -20,6 +20,7 @@ from mlflow.entities import Metric, Param, RunTag
 from em3 import paths
 from em3.arms import arm_tags
 from em3.config import CONFIG_VERSION, Config, flatten, to_dict
+from em3.errors import RunError
 
 EXPERIMENT = "em3"
 T = TypeVar("T")
@@ -198,6 +199,32 @@ def mark_stale_runs(c: MlflowClient | None = None) -> list[str]:
         retry(lambda: c.set_terminated(rid, status="FAILED"))
         marked.append(rid)
     return marked
+
+
+def resolve_run_id(run_id: str, c: MlflowClient | None = None) -> str:
+    """A whole run id from a unique prefix of one, as the dashboard shows them ('947fed7c'); a whole id as given.
+    RunError naming the prefix when no run or several runs of the store start with it."""
+    rid = run_id.strip().lower()
+    if not rid:
+        raise RunError("run id: empty; give a run id or a prefix of one (the Runs page lists them)")
+    if re.fullmatch(r"[0-9a-f]{32}", rid):
+        return rid
+    c = c or client()
+    exps = [e.experiment_id for e in retry(lambda: c.search_experiments())]
+    found: list[str] = []
+    token: str | None = None
+    while exps:                                           # every page of every experiment's runs
+        page = retry(lambda: c.search_runs(exps, max_results=5000, page_token=token))
+        found += [r.info.run_id for r in page if r.info.run_id.startswith(rid)]
+        token = page.token
+        if not token:
+            break
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise RunError(f"run {run_id}: no run in {paths.tracking_uri()} has an id starting with {rid!r}")
+    raise RunError(f"run {run_id}: {len(found)} runs have ids starting with {rid!r} "
+                   f"({', '.join(sorted(found)[:5])}{', ...' if len(found) > 5 else ''}); give more characters")
 
 
 def download_dir(run_id: str, artifact_path: str, dst: Path) -> Path:
