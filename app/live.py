@@ -63,6 +63,18 @@ def progress_line(job: dict[str, Any]) -> tuple[float, str]:
     return min(max(frac, 0.0), 1.0), " · ".join(parts)
 
 
+def first_metric_note(job: dict[str, Any]) -> str:
+    """' · first live metric after 1.9 s' (from the Start click), or for a job that waited behind others
+    ' · queued 115.3 s · first live metric 7.0 s after it started': a grid's later jobs are not slow to start."""
+    first = job.get("first_metric_s")
+    if not first:
+        return ""
+    waited = (job["started"] - job["submitted"]) if job.get("started") else 0.0
+    if waited < 1.0:
+        return f" · first live metric after {first:.1f} s"
+    return f" · queued {waited:.1f} s · first live metric {first - waited:.1f} s after it started"
+
+
 def job_card(job: dict[str, Any], *, key: str, expanded: bool) -> None:
     """One job: state, device, progress, live curves, cancel button, error or MLflow link."""
     title = f"{job['name']} — {job['state']}"
@@ -71,7 +83,7 @@ def job_card(job: dict[str, Any], *, key: str, expanded: bool) -> None:
         st.progress(frac, text=line)
         cols = st.columns([3, 1])
         cols[0].caption(f"job `{job['id']}` · arm `{job['arm']}` · device: {job['device'] or 'not started'}"
-                        + (f" · first live metric after {job['first_metric_s']:.1f} s" if job["first_metric_s"] else ""))
+                        + first_metric_note(job))
         if job["state"] in (QUEUED, RUNNING):
             if cols[1].button("Cancel", key=f"cancel-{key}-{job['id']}", disabled=job["cancel_requested"]):
                 registry().cancel(job["id"])

@@ -82,8 +82,10 @@ def group_view() -> None:
         st.caption("**custom** rows: runs whose config contradicts their arm on an arm-defining knob; "
                    "they are kept apart from the arm they started from.")
     metric = st.radio("Chart metric", ABLATION_METRICS, horizontal=True, key="abl-metric")
-    fig = go.Figure(go.Bar(x=list(summary.index), y=summary[f"{metric} mean"],
-                           error_y=dict(type="data", array=np.nan_to_num(summary[f"{metric} std"].to_numpy()))))
+    # points, not bars: the axis is zoomed to the differences, and a bar cut off below would overstate them
+    fig = go.Figure(go.Scatter(x=list(summary.index), y=summary[f"{metric} mean"], mode="markers",
+                               marker=dict(size=13), hovertemplate="%{x}: %{y:.4f}<extra></extra>",
+                               error_y=dict(type="data", array=np.nan_to_num(summary[f"{metric} std"].to_numpy()))))
     fig.update_layout(title=f"{metric}: mean ± std over seeds", height=340, margin=dict(l=10, r=10, t=40, b=10),
                       yaxis=dict(range=_range(summary, metric)))
     widgets.plot(fig, key="abl-bar")

@@ -43,3 +43,12 @@ def test_the_progress_line_reads_the_eta_as_an_estimate_to_the_epoch_cap():
     assert line == "train · epoch 2/10 · step 5/71 · 4700 samples/s · ≈ 1m40s of training to epoch 10 · loss 0.5500"
     job["progress"]["eta_s"] = float("nan")          # before the first step: no estimate yet
     assert "≈ – of training" in progress_line(job)[1]
+
+
+def test_a_queued_jobs_first_metric_is_timed_from_its_start_and_its_wait_said_apart():
+    from app.live import first_metric_note
+    alone = {"submitted": 100.0, "started": 100.2, "first_metric_s": 1.9}
+    assert first_metric_note(alone) == " · first live metric after 1.9 s"
+    behind = {"submitted": 100.0, "started": 215.3, "first_metric_s": 122.3}     # a grid's second job
+    assert first_metric_note(behind) == " · queued 115.3 s · first live metric 7.0 s after it started"
+    assert first_metric_note({"submitted": 100.0, "started": None, "first_metric_s": None}) == ""
