@@ -14,15 +14,33 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 MAIN = Path(__file__).resolve().parent / "main.py"
+
+
+def _import_warm_up() -> Callable[[], None]:
+    """app.state.warm_up, imported without Streamlit's "No runtime found, using MemoryCacheStorageManager": each
+    st.cache_data of the pages' modules says it when imported before the server exists (7 lines at every start),
+    and memory is the storage they use anyway."""
+    import logging
+
+    import streamlit.runtime.caching.cache_data_api as cache_api   # its logger takes Streamlit's level on import
+
+    quiet = logging.getLogger(cache_api.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from app.state import warm_up
+    finally:
+        quiet.setLevel(level)
+    return warm_up
 
 
 def main(argv: list[str] | None = None) -> None:
     import time
 
-    from app.state import warm_up
-
+    warm_up = _import_warm_up()
     t0 = time.perf_counter()
     print("em3: importing the trainer and loading the demo data before the server starts ...", flush=True)
     warm_up()
