@@ -33,7 +33,8 @@ def _eta(seconds: float | None) -> str:
 
 
 def progress_line(job: dict[str, Any]) -> tuple[float, str]:
-    """(fraction done, 'epoch 1/2 · step 3/10 · 850 samples/s · ≈ 0m12s of training to epoch 2 · loss 0.6931') of a job."""
+    """(fraction done, progress text) of a job; the text as
+    'epoch 1/2 · step 3/10 · 850 samples/s · ≈ 0m12s of training to epoch 2 · loss 0.6931'."""
     p = job["progress"]
     if job["state"] == QUEUED:
         return 0.0, "queued" + (" (the worker is still importing torch; first start only)" if registry().warming else "")

@@ -133,7 +133,8 @@ def curves(series: Iterable[tuple[str, pd.DataFrame]], *, title: str, x: str = "
             at = (final_x or {}).get(name)
             fig.add_trace(go.Scatter(x=final[x] if at is None else [at], y=final["value"], mode="markers",
                                      legendgroup=name, name=f"{name}: final (best model)",
-                                     marker=dict(symbol="star", size=13, color=colour, line=dict(width=1, color="black")),
+                                     marker=dict(symbol="star", size=13, color=colour,
+                                                 line=dict(width=1, color="black")),
                                      hovertemplate="final evaluation of the best model: %{y:.4f}<extra></extra>"))
     for value, label in hlines:
         fig.add_hline(y=value, line_dash="dot", annotation_text=label, annotation_position="top left")

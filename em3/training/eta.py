@@ -1,8 +1,9 @@
 """The training ETA that Progress carries to the dashboard: from recent step times, plus the validation passes left.
 
 It was (steps left) x (mean step time since the epoch began), validation left out: a slow stretch (a run's
-first steps in a fresh server, a page rerun holding the GIL) stayed in the mean until the epoch ended,
-and on the dashboard a MovieLens run read "ETA 4m58s" at step 6, while 10 epochs at its steady step time come to about 2m10s.
+first steps in a fresh server, a page rerun holding the GIL) stayed in the mean until the epoch ended:
+on the dashboard a MovieLens run read "ETA 4m58s" at step 6, while 10 epochs at its steady step time come
+to about 2m10s.
 Here: the median of the last `window` step times, times the steps left, plus one validation pass per
 epoch still to validate at the last pass's measured time (none counted before the first pass). Training
 only, to the epoch cap: the final evaluation and the explain artifacts come after it, and early stopping
