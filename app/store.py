@@ -25,7 +25,6 @@ from em3.paths import tracking_uri
 from em3.training import tracking
 
 MLFLOW_UI = "http://127.0.0.1:5000"
-MLFLOW_UI_HINT = "Start the MLflow UI with `mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db` (port 5000)."
 TAGS = ("em3.arm", "em3.base_arm", "em3.ranker", "em3.dataset", "em3.group", "em3.kind", "em3.error",
         "em3.config_version", "em3.device", "em3.memory_kind", "em3.job", "em3.interrupted")
 SUMMARY_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc",
@@ -40,6 +39,11 @@ def uri() -> str:
 def client(store_uri: str) -> MlflowClient:
     """The store's client, opened with em3's retry (a training job may be creating a fresh store's schema)."""
     return tracking.client(store_uri)
+
+
+def mlflow_ui_hint(store_uri: str) -> str:
+    """How to open this store in the MLflow UI: the store the pages read, not a default path."""
+    return f"Start the MLflow UI with `mlflow ui --backend-store-uri {store_uri}` (port 5000)."
 
 
 def ui_url(experiment_id: str, run_id: str) -> str:

@@ -66,7 +66,7 @@ def pick_explained_run(path: str, *, key: str) -> pd.Series:
 
 def mlflow_link(experiment_id: str, run_id: str) -> None:
     st.markdown(f"[Open run `{run_id[:8]}` in the MLflow UI]({store.ui_url(experiment_id, run_id)})",
-                help=store.MLFLOW_UI_HINT)
+                help=store.mlflow_ui_hint(store.uri()))
 
 
 def run_status_note(row: pd.Series) -> None:

@@ -14,7 +14,7 @@ from em3.config import ARM_HELP, RANKERS, ConfigError, field_help
 
 st.title(":material/rocket_launch: Launch a run")
 st.caption("Defaults and help come from the config dataclasses; the config itself validates every value. "
-           + store.MLFLOW_UI_HINT)
+           + store.mlflow_ui_hint(store.uri()))
 
 top = st.columns([2, 2, 1])
 label = top[0].radio("Dataset", list(lf.DATASETS), key="launch-dataset",

@@ -13,7 +13,7 @@ from em3.evaluation.views_reference import REFERENCES, references_for
 from em3.evaluation.views_tables import efficiency_column, param_diff
 
 st.title(":material/monitoring: Runs")
-st.caption(store.MLFLOW_UI_HINT)
+st.caption(store.mlflow_ui_hint(store.uri()))
 table = widgets.runs_or_info()
 if table is None:
     st.stop()

@@ -46,6 +46,14 @@ def test_page_renders_on_empty_store(page, fresh_store):
         assert "No runs in the MLflow store yet" in texts(at)
 
 
+@pytest.mark.parametrize("page", ["launch", "runs"])
+def test_mlflow_ui_hint_names_the_store_in_use(page, fresh_store):
+    """The "start the MLflow UI" hint gives the store the pages read (EM3_MLRUNS_DIR here), not ./mlruns."""
+    at = open_page(page)
+    assert f"mlflow ui --backend-store-uri {tracking_uri()}`" in texts(at)
+    assert "sqlite:///mlruns/" not in texts(at)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_with_runs(page, runs_store, use_store):
