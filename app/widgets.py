@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -114,12 +115,29 @@ def split_final(df: pd.DataFrame, x: str = "step") -> tuple[pd.DataFrame, pd.Dat
     return df, df.iloc[:0]
 
 
+def ema_smooth(values: Iterable[float], weight: float) -> np.ndarray:
+    """TensorBoard's curve smoothing: an exponential moving average with weight `weight` in [0, 1), debiased so
+    the first points are not pulled towards 0 (each value divided by 1 - weight^n after n finite points).
+    Non-finite values stay as they are and do not enter the average. weight 0 returns the values."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out = np.asarray(list(values), dtype=float).copy()
+    last, n = 0.0, 0
+    for i, v in enumerate(out):
+        if not np.isfinite(v):
+            continue
+        last, n = last * weight + (1.0 - weight) * v, n + 1
+        out[i] = last / (1.0 - weight ** n)
+    return out
+
+
 def curves(series: Iterable[tuple[str, pd.DataFrame]], *, title: str, x: str = "step", x_title: str | None = None,
            y_title: str = "", height: int = 300, hlines: Iterable[tuple[float, str]] = (),
-           final_x: Mapping[str, float] | None = None) -> go.Figure:
+           final_x: Mapping[str, float] | None = None, smoothing: float = 0.0) -> go.Figure:
     """Overlaid line curves from (name, frame with columns x/value) pairs, plus labelled reference lines.
     A series' final evaluation (split_final) is a star of the line's colour, not a point on the line: at
-    final_x[name] where given (the run's best epoch, whose model it evaluates), else where it was logged."""
+    final_x[name] where given (the run's best epoch, whose model it evaluates), else where it was logged.
+    With `smoothing` > 0 each line is its ema_smooth, drawn over the raw values in a faint trace of its colour."""
     fig = go.Figure()
     palette = px.colors.qualitative.Plotly
     for n, (name, df) in enumerate(series):
@@ -127,8 +145,14 @@ def curves(series: Iterable[tuple[str, pd.DataFrame]], *, title: str, x: str = "
             continue
         line, final = split_final(df, x)
         colour = palette[n % len(palette)]
-        fig.add_trace(go.Scatter(x=line[x], y=line["value"], mode="lines+markers" if len(line) < 30 else "lines",
-                                 name=name, line=dict(color=colour), legendgroup=name))
+        mode = "lines+markers" if len(line) < 30 else "lines"
+        y = line["value"]
+        if smoothing > 0:
+            fig.add_trace(go.Scatter(x=line[x], y=y, mode=mode, name=f"{name} (raw)", legendgroup=name,
+                                     showlegend=False, opacity=0.3, line=dict(color=colour, width=1),
+                                     hovertemplate="raw: %{y:.4f}<extra></extra>"))
+            y = ema_smooth(y, smoothing)
+        fig.add_trace(go.Scatter(x=line[x], y=y, mode=mode, name=name, line=dict(color=colour), legendgroup=name))
         if not final.empty:
             at = (final_x or {}).get(name)
             fig.add_trace(go.Scatter(x=final[x] if at is None else [at], y=final["value"], mode="markers",

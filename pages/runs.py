@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import store, widgets
 from em3.evaluation.views_reference import REFERENCES, references_for
-from em3.evaluation.views_tables import efficiency_column, param_diff
+from em3.evaluation.views_tables import efficiency_column, metric_text, param_diff
 
 st.title(":material/monitoring: Runs")
 st.caption(store.mlflow_ui_hint(store.uri()))
@@ -56,6 +56,10 @@ curve_keys = [k for k in keys if k.split("/")[0] in ("train", "val", "align", "t
 picked = st.multiselect("Curves", curve_keys, default=[k for k in ("train/loss", "val/auc") if k in curve_keys],
                         key="runs-curves")
 uri = store.uri()
+per_step = [k for k in picked if k.split("/")[0] == "train" and set(sel["kind"]) != {"topk"}]
+smoothing = st.slider("Smoothing of per-step curves", 0.0, 0.99, 0.6, 0.01, key="runs-smoothing",
+                      help="An exponential moving average, as in TensorBoard (0 = the logged values). The raw values "
+                           "stay drawn, faint. Per-epoch curves are never smoothed.") if per_step else 0.0
 cols = st.columns(2)
 names = {rid: labels[rid].split(" · ")[0] + f" ({rid[:6]})" for rid in chosen}
 best_epochs = {names[r["run_id"]]: r["_metrics"]["best_epoch"] for _, r in sel.iterrows()   # where a final star goes
@@ -64,9 +68,10 @@ for i, key in enumerate(picked):
     series = [(names[rid], store.metric_history(uri, rid, key)) for rid in chosen]
     with cols[i % 2]:
         # a CTR run logs train/* per step and the rest once an epoch; a top-K run logs everything once an epoch
-        per_epoch = key.split("/")[0] != "train" or set(sel["kind"]) == {"topk"}
+        per_epoch = key not in per_step
         widgets.plot(widgets.curves(series, title=key, x="step", x_title="epoch" if per_epoch else "step",
-                                    final_x=best_epochs if per_epoch else None), key=f"runs-curve-{key}")
+                                    final_x=best_epochs if per_epoch else None,
+                                    smoothing=0.0 if per_epoch else smoothing), key=f"runs-curve-{key}")
 
 # final metrics with reference lines where metric and protocol match
 st.subheader("Final metrics")
@@ -74,7 +79,7 @@ finals = pd.DataFrame({labels[r["run_id"]]: r["_metrics"] for _, r in sel.iterro
 final_keys = [k for k in finals.columns if k.split("/")[0] in ("test", "test_cold", "val", "val_cold", "perf", "params", "time")
               or k == "best_epoch"]
 if final_keys:
-    st.dataframe(finals[sorted(final_keys)].T, width="stretch")
+    st.dataframe(finals[sorted(final_keys)].T.astype(float).style.format(metric_text), width="stretch")
     bar_metric = st.selectbox("Bar chart of", sorted(final_keys), key="runs-bar",
                               index=sorted(final_keys).index("test/auc") if "test/auc" in final_keys else 0)
     fig = go.Figure(go.Bar(x=[s.split(" · ")[0] for s in finals.index], y=finals[bar_metric]))

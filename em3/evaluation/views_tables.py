@@ -82,6 +82,18 @@ def format_summary(summary: pd.DataFrame, *, metrics: Sequence[str] = ABLATION_M
     return out
 
 
+def metric_text(value: float) -> str:
+    """One final metric as the Runs page shows it: counts as integers with separators (params/*, best_epoch),
+    large figures to one decimal (MB, samples/s, seconds), the rest (AUC, loss, recall) to 4 decimals;
+    "—" for a metric the run did not log."""
+    v = float(value)
+    if not np.isfinite(v):
+        return "—"
+    if v.is_integer() and abs(v) >= 1:
+        return f"{int(v):,}"
+    return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.4f}"
+
+
 def param_diff(params: Mapping[str, Mapping[str, str]]) -> pd.DataFrame:
     """Parameters that differ between runs: rows = parameter, columns = run label ('' = not logged)."""
     keys = sorted(set().union(*[p.keys() for p in params.values()])) if params else []

@@ -261,3 +261,26 @@ def test_a_finished_runs_final_evaluation_is_a_star_beside_the_curve_not_a_last_
     # placed at the run's best epoch, whose model the final evaluation scored
     placed = curves([("run a", logged)], title="val/auc", final_x={"run a": 2})
     assert list(placed.data[1].x) == [2]
+
+
+def test_smoothing_is_tensorboards_debiased_ema_over_a_faint_raw_trace():
+    from app.widgets import curves, ema_smooth
+    values = [1.0, 0.0, float("nan"), 1.0]
+    # by hand: ema 0.5·0 + 0.5·1 = 0.5 → /(1-0.5) = 1; 0.25 → /0.75 = 1/3; nan kept; 0.625 → /0.875 = 5/7
+    np.testing.assert_allclose(ema_smooth(values, 0.5), [1.0, 1 / 3, np.nan, 5 / 7])
+    np.testing.assert_array_equal(ema_smooth(values, 0.0), values)
+    with pytest.raises(ValueError, match="in \\[0, 1\\), got 1.0"):
+        ema_smooth(values, 1.0)
+    steps = pd.DataFrame({"step": [10, 20, 30], "value": [0.9, 0.5, 0.7]})
+    fig = curves([("run a", steps)], title="train/loss", smoothing=0.5)
+    raw, smooth = fig.data
+    assert list(raw.y) == [0.9, 0.5, 0.7] and not raw.showlegend and raw.opacity < 1
+    np.testing.assert_allclose(smooth.y, ema_smooth([0.9, 0.5, 0.7], 0.5))
+    assert smooth.name == "run a" and smooth.line.color == raw.line.color
+    assert [t.name for t in curves([("run a", steps)], title="train/loss").data] == ["run a"]   # off: one trace
+
+
+def test_final_metrics_read_as_counts_figures_and_four_decimals():
+    from em3.evaluation.views_tables import metric_text
+    assert [metric_text(v) for v in (409603.0, 4.0, 2580.3086, 0.78954, 0.5, float("nan"), 0.0)] == \
+        ["409,603", "4", "2,580.3", "0.7895", "0.5000", "—", "0.0000"]
