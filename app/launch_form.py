@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from em3.config import (ARMS, HISTORY_STRATEGIES, MODALITIES, PRESETS, RANKERS, DEVICES, Config, ConfigError,
                         flatten, field_help, with_arm, with_overrides)
@@ -111,10 +111,49 @@ def knob_help(key: str) -> str:
     return field_help(key)
 
 
-def build_config(dataset: str, arm: str, *, ranker: str, knobs: dict[str, Any], data_dir: str = "") -> Config:
-    """The config a Start click runs; ConfigError (the config's own message) if any value is invalid."""
+# Keys that "More settings" refuses on both forms, with the widget that sets them instead.
+FORM_OWNED = {"model.arm": "the Arm picker", "model.ranker.kind": "the Ranker picker",
+              "data.source": "the Dataset choice", "data.preset": "the Dataset choice",
+              "data.data_dir": "the Dataset directory field"}
+# ... and on each form: the Launch form's main knobs; the Ablations grid's seeds and epochs.
+LAUNCH_OWNED = {**FORM_OWNED, **{key: f"the main knob {label!r}" for key, label, _ in KNOBS}}
+GRID_OWNED = {**FORM_OWNED, "train.seed": "the Seeds picker", "train.epochs": "the Epochs field"}
+
+
+def parse_more_settings(text: str, *, owned: Mapping[str, str] = LAUNCH_OWNED) -> dict[str, str]:
+    """A "More settings" box: one `key=value` per line, the CLI's `--set` syntax; blank lines and `# ...`
+    comments skipped. ConfigError naming the line for a line without '=', a key given twice, or a key the
+    form sets with a widget of its own (`owned`: key -> that widget). Values stay strings: the config
+    coerces and validates them, and names the field of a bad one."""
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise ConfigError(f"More settings, line {n} ({raw.strip()!r}): expected key=value")
+        key, value = (part.strip() for part in line.split("=", 1))
+        if key in out:
+            raise ConfigError(f"More settings, line {n}: {key} is given twice")
+        if key in owned:
+            raise ConfigError(f"More settings, line {n}: {key} is set by {owned[key]}")
+        out[key] = value
+    return out
+
+
+def settings_table(cfg: Config, *, owned: Mapping[str, str] = LAUNCH_OWNED) -> list[dict[str, str]]:
+    """Every config field with its value in `cfg` and its help: what a "More settings" box can change
+    (the keys its form sets with widgets of their own left out)."""
+    return [{"key": key, "value": str(value), "help": field_help(key)}
+            for key, value in flatten(cfg).items() if key not in owned]
+
+
+def build_config(dataset: str, arm: str, *, ranker: str, knobs: dict[str, Any], data_dir: str = "",
+                 more: str = "") -> Config:
+    """The config a Start click runs: the preset and arm, the main knobs, the ranker, then the "More settings"
+    lines; ConfigError (the config's own message, naming the field) if any value is invalid."""
     cfg = base_config(dataset, arm, data_dir=data_dir)
-    return with_overrides(cfg, {**knobs, "model.ranker.kind": ranker})
+    return with_overrides(cfg, {**knobs, "model.ranker.kind": ranker, **parse_more_settings(more)})
 
 
 def dataset_tag(cfg: Config) -> str:

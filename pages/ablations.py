@@ -33,18 +33,31 @@ with st.expander("Queue a new grid", expanded=True):
     seeds = c2.multiselect("Seeds", list(range(10)), default=[0, 1, 2], key="abl-seeds", help=field_help("train.seed"))
     epochs = c2.number_input("Epochs (blank = preset default)", value=None, step=1, key="abl-epochs",
                              help=field_help("train.epochs"))
+    with st.popover("More settings: any other config field, for every run of the grid", width="stretch"):
+        more = st.text_area("One `key=value` per line, as `python -m em3 ablate --set key=value` takes them",
+                            key=f"abl-more-{dataset}", height=110, placeholder="train.patience=3",
+                            help="Applied to every run after its arm's own settings, as the CLI applies --set: a "
+                                 "line that changes what defines an arm makes that arm's runs custom (tagged so). "
+                                 "Blank lines and `# ...` comments are skipped.")
+        try:
+            fields = lf.settings_table(lf.base_config(dataset, "em3", data_dir=data_dir), owned=lf.GRID_OWNED)
+        except ConfigError:
+            fields = []      # no readable dataset directory yet: the Queue button says why
+        st.dataframe(fields, hide_index=True, width="stretch", height=200)
     if st.button(f"Queue {len(arms) * len(seeds)} runs", type="primary", disabled=not (arms and seeds), key="abl-go"):
         try:
             base = with_overrides(lf.base_config(dataset, "em3", data_dir=data_dir), {"model.ranker.kind": ranker})
             if epochs is not None:
                 base = with_overrides(base, {"train.epochs": int(epochs)})
-            cfgs = [with_overrides(with_arm(base, a), {"train.seed": int(s)}) for a in arms for s in seeds]
+            extra = lf.parse_more_settings(more, owned=lf.GRID_OWNED)
+            cfgs = [with_overrides(with_arm(base, a), {"train.seed": int(s), **extra}) for a in arms for s in seeds]
         except ConfigError as exc:
             st.error(f"Refused: {exc}")
         else:
             group, _ = registry().submit_group(cfgs)
             st.session_state["abl-group"] = group
-            st.success(f"Queued group `{group}`: {len(cfgs)} runs.")
+            st.success(f"Queued group `{group}`: {len(cfgs)} runs"
+                       + (", with " + ", ".join(f"`{k}={v}`" for k, v in extra.items()) if extra else "") + ".")
 
 table = store.runs_table(store.uri())
 groups = sorted({g for g in table["group"] if g} | {j["group"] for j in registry().jobs() if j["group"]}, reverse=True)

@@ -60,10 +60,19 @@ if base is not None:
             else:
                 values[key] = float(col.number_input(name, value=float(default), format="%g",
                                                      step=float(default) / 10 or 0.1, help=help_text, key=wkey))
+        with st.expander("More settings: any other config field"):
+            more = st.text_area(
+                "One `key=value` per line, as `python -m em3 train --set key=value` takes them",
+                key=f"launch-more-{dataset}-{arm}", height=110, placeholder="train.patience=3\nspeed.threads=1",
+                help="Applied after the main knobs. Blank lines and `# ...` comments are skipped. The config "
+                     "validates each value when you press Start, and a refusal names the field.")
+            st.caption(f"The fields and their values in this preset with arm **{arm}** (the main knobs above "
+                       "and the dataset, arm and ranker pickers are left out; search with the table's magnifier):")
+            st.dataframe(lf.settings_table(base), hide_index=True, width="stretch", height=240)
         submitted = st.form_submit_button("Start", type="primary")
     if submitted:
         try:
-            cfg = lf.build_config(dataset, arm, ranker=ranker, knobs=values, data_dir=data_dir)
+            cfg = lf.build_config(dataset, arm, ranker=ranker, knobs=values, data_dir=data_dir, more=more)
         except ConfigError as exc:
             st.error(f"Refused: {exc}")
         else:
@@ -73,7 +82,9 @@ if base is not None:
                 st.warning(f"These knobs contradict what arm **{arm}** means, so the run is tagged **custom** "
                            f"(em3.arm = custom, em3.base_arm = {arm}) and is not grouped with {arm}: "
                            + "; ".join(conflicts) + ".")
-            st.success(f"Queued job `{job_id}` ({arm_label(arm_of(cfg), arm)}, {lf.dataset_tag(cfg)}).")
+            extra = lf.parse_more_settings(more)
+            st.success(f"Queued job `{job_id}` ({arm_label(arm_of(cfg), arm)}, {lf.dataset_tag(cfg)})"
+                       + (": with " + ", ".join(f"`{k}={v}`" for k, v in extra.items()) if extra else "") + ".")
 
 st.subheader("Queue")
 jobs_panel(key="launch")

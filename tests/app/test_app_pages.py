@@ -63,7 +63,7 @@ def test_page_renders_with_runs(page, runs_store, use_store):
     assert not at.error, [e.value for e in at.error]
     if page == "ablations":
         assert "2 finished of 2 runs" in body
-        assert at.dataframe[0].value.index.tolist() == ["em3", "em3_no_cic"]
+        assert at.dataframe[1].value.index.tolist() == ["em3", "em3_no_cic"]   # [0]: the grid's settings table
     if page == "runs":
         assert len(at.dataframe[0].value) == 6       # 2 real + failed + cancelled + running + old config
     if page == "attention":
@@ -110,6 +110,30 @@ def test_launch_form_refuses_invalid_value_with_config_message(fresh_store):
     at.button[0].click().run()
     assert any("D=30 is not divisible by num_heads=4" in e.value for e in at.error)
     assert len(registry().jobs()) == before
+
+
+def test_launch_more_settings_reach_the_queued_config_and_bad_lines_are_refused(fresh_store, fake_registry):
+    """Any config field can be set from the form ("More settings", the CLI's --set syntax); the main knobs still
+    apply; a bad line, an unknown field and an invalid value are each refused with the line or field named."""
+    at = open_page("launch")
+    for text, message in [("train.patience", "line 1 ('train.patience'): expected key=value"),
+                          ("train.seed=4", "train.seed is set by the main knob 'Seed'"),
+                          ("model.arm=id_only", "model.arm is set by the Arm picker"),
+                          ("train.patiense=4", "unknown config key; did you mean train.patience"),
+                          ("train.patience=-1", "train.patience: must be >= 0, got -1")]:
+        at.text_area(key="launch-more-demo-em3").input(text)
+        at.button[0].click().run()
+        assert any(message in e.value for e in at.error), (text, [e.value for e in at.error])
+    assert fake_registry.jobs() == []
+    at.number_input(key="knob-demo-em3-train.epochs").set_value(1)
+    at.text_area(key="launch-more-demo-em3").input("# early stopping\ntrain.patience=4\n\nspeed.threads = 1")
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("with `train.patience=4`, `speed.threads=1`" in s.value for s in at.success)
+    job = fake_registry.jobs()[0]
+    params = MlflowClient(tracking_uri=tracking_uri()).get_run(
+        fake_registry.wait(job["id"], timeout=60)["run_id"]).data.params
+    assert (params["train.patience"], params["speed.threads"], params["train.epochs"]) == ("4", "1", "1")
 
 
 def test_launch_refuses_a_missing_dataset_directory(fresh_store, tmp_path):

@@ -206,3 +206,25 @@ def test_ablations_queue_the_chosen_ranker(fresh_store, fake_registry):
     runs = [client.get_run(s["run_id"]) for s in snaps]
     assert {r.data.tags["em3.ranker"] for r in runs} == {"dcnv2"}
     assert {r.data.tags["em3.dataset"] for r in runs} == {"synthetic-tiny"}
+
+
+def test_ablations_more_settings_reach_every_run_of_the_grid(fresh_store, fake_registry):
+    """The grid's "More settings" apply to every arm x seed after the arm, as `ablate --set` does; the seeds and
+    epochs stay the grid's own widgets, and a line setting them is refused before anything is queued."""
+    at = open_page("ablations")
+    at.radio(key="abl-dataset").set_value("Synthetic tiny").run()
+    at.multiselect(key="abl-arms").set_value(["em3", "id_only"]).run()
+    at.multiselect(key="abl-seeds").set_value([0, 1]).run()
+    at.text_area(key="abl-more-tiny").input("train.seed=5").run()
+    at.button(key="abl-go").click().run()
+    assert any("train.seed is set by the Seeds picker" in e.value for e in at.error)
+    assert fake_registry.jobs() == []
+    at.text_area(key="abl-more-tiny").input("train.patience=5\nmodel.ranker.dropout=0.2").run()
+    at.button(key="abl-go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("with `train.patience=5`, `model.ranker.dropout=0.2`" in s.value for s in at.success)
+    client = MlflowClient(tracking_uri=tracking_uri())
+    runs = [client.get_run(fake_registry.wait(j["id"], timeout=60)["run_id"]) for j in fake_registry.jobs()]
+    assert sorted((r.data.tags["em3.arm"], r.data.params["train.seed"]) for r in runs) == [
+        ("em3", "0"), ("em3", "1"), ("id_only", "0"), ("id_only", "1")]
+    assert {(r.data.params["train.patience"], r.data.params["model.ranker.dropout"]) for r in runs} == {("5", "0.2")}
