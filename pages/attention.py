@@ -6,8 +6,9 @@ import streamlit as st
 
 from app import store, widgets
 from app.run_data import run_data
-from em3.evaluation.views_attention import (item_labels, overlay, query_weights, ranker_weights, segments_of,
-                                            shaded_tokens_html, split_segments, view_of)
+from em3.evaluation.views_attention import (even_shares, evenness, item_labels, overlay, query_weights,
+                                            ranker_weights, segments_of, shaded_tokens_html, split_segments,
+                                            view_of)
 
 st.title(":material/visibility: Attention")
 run = widgets.pick_explained_run("explain/fusion_attention.npz", key="att-run")
@@ -43,8 +44,13 @@ except ValueError as exc:
     st.info(f"Cannot split the attention columns by modality: {exc}")
     st.stop()
 total_w = max(sum(float(w.sum()) for w in parts.values()), 1e-12)
+counts, even = even_shares(parts)
 st.caption("Share of this query's attention: " + ", ".join(f"{m} {float(w.sum()) / total_w:.0%}"
-                                                           for m, w in parts.items()))
+                                                           for m, w in parts.items())
+           + ". Spread evenly over the item's " + " and ".join(f"{c} {m}" for m, c in counts.items())
+           + " tokens it would be " + ", ".join(f"{m} {even[m]:.0%}" for m in parts) + ". Evenness of this "
+           f"query's weights (entropy over an even spread's; 1 = no preference): "
+           f"{evenness(np.concatenate(list(parts.values()))):.3f}.")
 
 
 def draw_grid(modality: str, w: np.ndarray) -> None:
@@ -115,6 +121,10 @@ real = [k for k, h in enumerate(hist) if int(h) != 0]
 if not real:
     st.info("This user has an empty history at that sample.")
     st.stop()
+st.caption(f"This history has {len(real)} real items: an even spread would give each 1/{len(real)} = "
+           f"{1 / len(real):.3f}. The bars are scaled to the row's largest weight. Evenness (entropy over an even "
+           "spread's; 1 = no preference): " + ", ".join(f"{label.split(' (')[0]} {evenness(w[pick][real]):.3f}"
+                                                     for label, w in labelled) + ".")
 cols = st.columns(min(len(real), 8))
 for j, k in enumerate(real):
     h = int(hist[k])

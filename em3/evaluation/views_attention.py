@@ -42,6 +42,27 @@ def split_segments(weights: np.ndarray, segments: list[tuple[str, int]]) -> dict
     return out
 
 
+def even_shares(parts: Mapping[str, np.ndarray]) -> tuple[dict[str, int], dict[str, float]]:
+    """({modality: its attended tokens}, {modality: the share an even spread over them would give}) of one
+    query's split weights. A masked token (padding, a missing image) gets exactly 0 weight, so the attended
+    tokens are those above 0; a modality's raw share is read against this one, as it grows with its token
+    count whatever the query prefers."""
+    counts = {m: int((np.asarray(w) > 0).sum()) for m, w in parts.items()}
+    total = max(sum(counts.values()), 1)
+    return counts, {m: c / total for m, c in counts.items()}
+
+
+def evenness(weights: np.ndarray) -> float:
+    """Entropy of the weights above 0 (renormalised) over the entropy of an even spread on as many: 1.0 for
+    uniform attention (no preference), towards 0 as it concentrates on one item; NaN for fewer than two."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w[w > 0]
+    if len(w) < 2:
+        return float("nan")
+    p = w / w.sum()
+    return float(-(p * np.log(p)).sum() / np.log(len(p)))
+
+
 def view_of(modality: str) -> str:
     """How the page draws a modality's weights: its registry view; 'bars' for one this version lacks."""
     from em3 import modalities

@@ -284,3 +284,23 @@ def test_final_metrics_read_as_counts_figures_and_four_decimals():
     from em3.evaluation.views_tables import metric_text
     assert [metric_text(v) for v in (409603.0, 4.0, 2580.3086, 0.78954, 0.5, float("nan"), 0.0)] == \
         ["409,603", "4", "2,580.3", "0.7895", "0.5000", "—", "0.0000"]
+
+
+def test_even_shares_count_only_attended_tokens():
+    """A modality's raw share grows with its token count: the page reads it against an even spread over the
+    tokens actually attended (padding and a missing image get exactly 0 weight)."""
+    from em3.evaluation.views_attention import even_shares
+    parts = {"image": np.array([0.1, 0.1, 0.0]), "text": np.array([0.2, 0.2, 0.2, 0.2, 0.0, 0.0])}
+    counts, even = even_shares(parts)
+    assert counts == {"image": 2, "text": 4}
+    assert even == pytest.approx({"image": 1 / 3, "text": 2 / 3})
+    assert even_shares({"image": np.zeros(3), "text": np.zeros(2)}) == ({"image": 0, "text": 0},
+                                                                        {"image": 0.0, "text": 0.0})
+
+
+def test_evenness_is_one_for_uniform_attention_and_falls_as_it_concentrates():
+    from em3.evaluation.views_attention import evenness
+    assert evenness(np.array([0.25, 0.25, 0.25, 0.25, 0.0])) == pytest.approx(1.0)   # padding left out
+    assert evenness(np.array([0.97, 0.01, 0.01, 0.01])) < 0.2
+    assert 0.2 < evenness(np.array([0.5, 0.3, 0.2])) < 1.0
+    assert np.isnan(evenness(np.array([1.0, 0.0])))
