@@ -103,6 +103,15 @@ for k, (modality, w) in enumerate(parts.items()):
         st.markdown(f"**{modality}** · {float(w.sum()) / total_w:.0%} of the weight")
         DRAW[view_of(modality)](modality, w)
 
+trend = store.metric_history(uri, rid, "fusion/query_evenness")
+if not trend.empty:
+    with st.expander("Query evenness over epochs (fusion/query_evenness)", expanded=False):
+        widgets.plot(widgets.curves([(run["name"], trend)], title="Evenness of the last layer's query attention",
+                                    x="step", x_title="epoch", hlines=[(1.0, "uniform: the queries pool like a mean")],
+                                    height=260), key="att-evenness")
+        st.caption("Mean over 256 catalogue items (a fixed seeded sample), every head and query, after each epoch. "
+                   "Compare the arm em3_mean_fusion on the Runs page: near 1.0 the queries add little over a mean.")
+
 st.subheader("Ranker: attention over the user's history")
 ra = store.artifact_npz(uri, rid, "explain/ranker_attention.npz")
 if ra is None or not {"user", "target", "history", "weights"} <= set(ra):

@@ -52,7 +52,7 @@ for _, row in sel.iterrows():
 
 # metric curves (step or epoch metrics), overlaid across the selected runs
 keys = sorted(set().union(*[set(m) for m in sel["_metrics"]]))
-curve_keys = [k for k in keys if k.split("/")[0] in ("train", "val", "align", "time")]
+curve_keys = [k for k in keys if k.split("/")[0] in ("train", "val", "align", "fusion", "time")]
 picked = st.multiselect("Curves", curve_keys, default=[k for k in ("train/loss", "val/auc") if k in curve_keys],
                         key="runs-curves")
 uri = store.uri()

@@ -78,3 +78,17 @@ def ndcg_at_k(ranked: list[list[int]] | np.ndarray, relevant: list[set[int]], k:
 def ctr_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """{'auc', 'gauc', 'logloss'} of one split's predictions."""
     return {"auc": auc(labels, probs), "gauc": gauc(users, labels, probs), "logloss": logloss(labels, probs)}
+
+
+def evenness(weights: np.ndarray) -> np.ndarray:
+    """Attention rows (..., T) -> (...,) entropy of each row's weights above 0 (renormalised) over the entropy
+    of an even spread on as many: 1.0 for uniform attention (no preference), towards 0 as a row concentrates
+    on one token; NaN for a row with fewer than two weights above 0 (padding and masked tokens get exactly 0)."""
+    w = np.asarray(weights, dtype=np.float64)
+    live = w > 0
+    p = np.where(live, w, 0.0) / np.maximum(w.sum(axis=-1, where=live, keepdims=True), 1e-300)
+    entropy = -np.where(live, p * np.log(np.where(live, p, 1.0)), 0.0).sum(axis=-1)
+    n = live.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n >= 2, entropy / np.log(np.maximum(n, 2)), np.nan)
+

@@ -14,6 +14,8 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
+from em3.evaluation import metrics
+
 
 def segments_of(att: Mapping[str, np.ndarray]) -> list[tuple[str, int]]:
     """(modality, T_m) of the attention columns, in order; an older export without `modalities` is image
@@ -53,14 +55,8 @@ def even_shares(parts: Mapping[str, np.ndarray]) -> tuple[dict[str, int], dict[s
 
 
 def evenness(weights: np.ndarray) -> float:
-    """Entropy of the weights above 0 (renormalised) over the entropy of an even spread on as many: 1.0 for
-    uniform attention (no preference), towards 0 as it concentrates on one item; NaN for fewer than two."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w[w > 0]
-    if len(w) < 2:
-        return float("nan")
-    p = w / w.sum()
-    return float(-(p * np.log(p)).sum() / np.log(len(p)))
+    """One attention row's evenness (em3.evaluation.metrics.evenness): 1.0 uniform, towards 0 concentrated."""
+    return float(metrics.evenness(weights))
 
 
 def view_of(modality: str) -> str:

@@ -20,6 +20,7 @@ from em3.data.samples import build_samples
 from em3.errors import RunError
 from em3.evaluation.evaluate import evaluate_splits
 from em3.evaluation.alignment import cic_space_metrics
+from em3.evaluation.metrics import evenness
 from em3.evaluation.explain import write_all
 from em3.evaluation.recommend import evaluate_topk, topk_users
 from em3.models.em3 import build_model
@@ -73,6 +74,26 @@ def embedding_quality(model: torch.nn.Module, samples, cfg: Config, device: torc
         return {}
     return {"align/alignment": alignment(out.cic_content, out.cic_id).item(),
             "align/uniformity": uniformity(out.cic_content).item()}
+
+
+EVENNESS_ITEMS = 256   # catalogue items whose Fusion-Q-Former attention the per-epoch fusion/query_evenness reads
+
+
+@torch.no_grad()
+def query_evenness(model: torch.nn.Module, samples, cfg: Config, device: torch.device) -> dict[str, float]:
+    """fusion/query_evenness: how evenly the Fusion-Q-Former's queries spread their attention over an item's
+    tokens (em3.evaluation.metrics.evenness of the last layer; mean over a fixed seeded sample of catalogue
+    items, the heads and the queries). 1.0 = uniform, i.e. the queries pool like a mean; lower = they pick
+    tokens. {} for arms without queries (mean fusion, precomputed, id_only)."""
+    if not hasattr(model, "fusion_attention") or samples.num_items < 1:
+        return {}
+    rng = np.random.default_rng(cfg.train.seed)
+    items = rng.choice(np.arange(1, samples.num_items + 1), size=min(EVENNESS_ITEMS, samples.num_items), replace=False)
+    layers, _ = model.fusion_attention(torch.as_tensor(np.sort(items), device=device))
+    if not layers:
+        return {}
+    values = evenness(layers[-1].cpu().numpy())                # (N, heads, Nq)
+    return {"fusion/query_evenness": float(np.nanmean(values))} if np.isfinite(values).any() else {}
 
 
 def run_training(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None = None, run_name: str | None = None,
@@ -142,6 +163,7 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
         if tracker is None:
             return
         metrics.update(embedding_quality(model, samples, cfg, device))
+        metrics.update(query_evenness(model, samples, cfg, device))
         tracker.metrics(metrics, st.epoch)
         tracker.flush()
         checkpoint.save_resume(ckpt_dir, model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),

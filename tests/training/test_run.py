@@ -53,6 +53,8 @@ def test_run_logs_tags_params_metrics_and_artifacts(tmp_path):
     history = _client().get_metric_history(result.run_id, "val/auc")
     assert sorted({h.step for h in history}) == [1, 2]     # per epoch, plus the final value at the last step
     assert len(_client().get_metric_history(result.run_id, "align/alignment")) == 2
+    evenness = [h.value for h in _client().get_metric_history(result.run_id, "fusion/query_evenness")]
+    assert len(evenness) == 2 and all(0.0 < v <= 1.0 for v in evenness)
     assert _client().get_metric_history(result.run_id, "train/loss")
     arts = {a.path for a in _client().list_artifacts(result.run_id)}
     assert {"config.json", "checkpoint", "explain"} <= arts
@@ -76,6 +78,32 @@ def test_same_seed_same_metrics():
     assert a.run_id != b.run_id
     keys = [k for k in a.metrics if k.split("/")[0] in ("val", "test", "test_cold")]
     assert {k: a.metrics[k] for k in keys} == {k: b.metrics[k] for k in keys}
+    assert _client().get_metric_history(a.run_id, "fusion/query_evenness") == []   # id_only: no queries
+
+
+def test_query_evenness_reads_the_last_layers_attention():
+    """1.0 for queries that spread evenly (a mean), lower for ones that pick tokens; {} without queries."""
+    import torch
+
+    from em3.training.run import query_evenness
+
+    class Stub(torch.nn.Module):
+        def __init__(self, layers):
+            super().__init__()
+            self.layers = layers
+
+        def fusion_attention(self, items):
+            return [w[: len(items)] for w in self.layers], ()
+
+    even = torch.full((300, 2, 2, 4), 0.25)                      # (N, heads, Nq, T)
+    picky = torch.tensor([0.97, 0.01, 0.01, 0.01]).expand(300, 2, 2, 4)
+    samples = type("S", (), {"num_items": 300})()
+    cfg = preset("tiny")
+    assert query_evenness(Stub([picky, even]), samples, cfg, torch.device("cpu")) == {
+        "fusion/query_evenness": pytest.approx(1.0)}             # the last layer's
+    assert query_evenness(Stub([even, picky]), samples, cfg, torch.device("cpu"))["fusion/query_evenness"] < 0.2
+    assert query_evenness(Stub([]), samples, cfg, torch.device("cpu")) == {}
+    assert query_evenness(torch.nn.Linear(2, 2), samples, cfg, torch.device("cpu")) == {}
 
 
 def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run():
