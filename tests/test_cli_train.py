@@ -87,6 +87,28 @@ def test_yaml_config_file_is_merged_strictly(tmp_path, capsys):
         capsys.readouterr().err
 
 
+def test_print_config_is_yaml_that_config_reads_back_and_trains_nothing(tmp_path, capsys):
+    """--print-config: the resolved config (preset, arm, --set) with each field's help, exit 0, no MLflow run;
+    fed back through --config on a different preset it gives the same config."""
+    from em3.config import flatten
+    store = paths.mlruns_dir() / "mlflow.db"
+    before = store.stat().st_mtime if store.exists() else None
+    assert train.main(["--data", "movielens-100k", "--arm", "em3_no_cic", "--set", "model.fusion.num_queries=3",
+                       "--set", "data.user_features=age,gender", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "  num_queries: 3  # Learnable query tokens N_q." in out
+    assert "  weight: 0.0  # " in out                                 # em3_no_cic's CIC weight
+    assert "  user_features: [age, gender]  # Users-table columns" in out
+    assert (store.stat().st_mtime if store.exists() else None) == before
+    path = tmp_path / "printed.yaml"
+    path.write_text(out)
+    expected = train.finish_config(train.base_config(train._parser().parse_args(["--data", "movielens-100k"])),
+                                   arm="em3_no_cic", ranker=None, seed=None,
+                                   overrides=["model.fusion.num_queries=3", "data.user_features=age,gender"])
+    again = train.base_config(train._parser().parse_args(["--preset", "demo", "--config", str(path)]))
+    assert flatten(again) == flatten(expected)
+
+
 def test_train_in_process_then_recommend(capsys):
     assert train.main(["--arm", "id_only", "--json", *QUICK]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

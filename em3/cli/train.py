@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from em3.config import ARMS, RANKERS, SOURCES, SYNTHETIC_PRESETS, Config, ConfigError, from_dict, parse_set, preset, \
-    to_dict, with_arm, with_overrides
+from em3.config import ARMS, RANKERS, SOURCES, SYNTHETIC_PRESETS, Config, ConfigError, field_help, from_dict, \
+    parse_set, preset, to_dict, with_arm, with_overrides
 from em3.errors import EM3Error
 
 SPLITS = ("val", "val_cold", "test", "test_cold")
@@ -87,6 +87,26 @@ def result_json(result: Any) -> dict[str, Any]:
     return out
 
 
+def config_yaml(cfg: Config) -> str:
+    """The resolved config as YAML that `--config` reads back (nested like config.json), each field followed
+    by its help as a comment: what `--print-config` prints."""
+    import yaml
+
+    def emit(node: dict[str, Any], prefix: str, indent: str) -> list[str]:
+        lines = []
+        for key, value in node.items():
+            if isinstance(value, dict):
+                lines += [f"{indent}{key}:", *emit(value, f"{prefix}{key}.", indent + "  ")]
+                continue
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+            text = text.removesuffix("\n...").strip()                       # a bare scalar's document end marker
+            help_text = " ".join(field_help(prefix + key).split())
+            lines.append(f"{indent}{key}: {text}" + (f"  # {help_text}" if help_text else ""))
+        return lines
+
+    return "\n".join(emit(to_dict(cfg), "", "")) + "\n"
+
+
 def progress_bar():
     """(Hooks, close) drawing a tqdm bar on stderr."""
     from tqdm import tqdm
@@ -130,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", default=None, help="MLflow run name")
     p.add_argument("--resume", default="", metavar="RUN_ID", help="continue a run from its last checkpoint (its id, or a unique prefix)")
     p.add_argument("--json", action="store_true", help="print one last line of JSON with the results")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as YAML (each field's help as a comment) and exit without "
+                        "training; edit it and pass it back with --config")
     return p
 
 
@@ -143,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.print_config:
+        sys.stdout.write(config_yaml(cfg))
+        return 0
     from em3.training.run import run_training   # lazy: torch and mlflow are slow to import
     from em3.training.runtime import sigterm_as_interrupt
     from em3.training.tracking import resolve_run_id
