@@ -6,9 +6,9 @@ import streamlit as st
 
 from app import store, widgets
 from app.run_data import run_data
-from em3.evaluation.views_attention import (even_shares, evenness, item_labels, overlay, query_weights,
-                                            ranker_weights, segments_of, shaded_tokens_html, split_segments,
-                                            view_of)
+from em3.evaluation.views_attention import (even_shares, evenness, item_labels, modality_lift, overlay,
+                                            query_weights, ranker_weights, segments_of, shaded_tokens_html,
+                                            split_segments, token_mask_of, view_of)
 
 st.title(":material/visibility: Attention")
 run = widgets.pick_explained_run("explain/fusion_attention.npz", key="att-run")
@@ -44,13 +44,15 @@ except ValueError as exc:
     st.info(f"Cannot split the attention columns by modality: {exc}")
     st.stop()
 total_w = max(sum(float(w.sum()) for w in parts.values()), 1e-12)
-counts, even = even_shares(parts)
+token_mask = token_mask_of(att, labels)                               # (n, T) real tokens
+masks = split_segments(token_mask[row], segments)
+counts, even = even_shares(parts, masks)
 st.caption("Share of this query's attention: " + ", ".join(f"{m} {float(w.sum()) / total_w:.0%}"
                                                            for m, w in parts.items())
-           + ". Spread evenly over the item's " + " and ".join(f"{c} {m}" for m, c in counts.items())
+           + ". Spread evenly over the item's " + " and ".join(f"{c} real {m}" for m, c in counts.items())
            + " tokens it would be " + ", ".join(f"{m} {even[m]:.0%}" for m in parts) + ". Evenness of this "
            f"query's weights (entropy over an even spread's; 1 = no preference): "
-           f"{evenness(np.concatenate(list(parts.values()))):.3f}.")
+           f"{evenness(np.concatenate(list(parts.values())), token_mask[row]):.3f}.")
 
 
 def draw_grid(modality: str, w: np.ndarray) -> None:
@@ -103,6 +105,20 @@ for k, (modality, w) in enumerate(parts.items()):
         st.markdown(f"**{modality}** · {float(w.sum()) / total_w:.0%} of the weight")
         DRAW[view_of(modality)](modality, w)
 
+with st.expander(f"Which modality each head and query favours, over the {n} exported items", expanded=False):
+    lift = modality_lift(attention, segments, layer=layer, mask=token_mask)   # (heads, Nq, modalities)
+    import plotly.graph_objects as go
+    rows = [f"head {h} · query {q}" for h in range(heads) for q in range(nq)]
+    z = lift.reshape(heads * nq, len(segments))
+    fig = go.Figure(go.Heatmap(z=z, x=[m for m, _ in segments], y=rows, zmid=1.0, colorscale="RdBu_r",
+                               text=np.round(z, 2), texttemplate="%{text}", colorbar=dict(title="× even"),
+                               hovertemplate="%{y}, %{x}: %{z:.2f}× an even spread<extra></extra>"))
+    fig.update_layout(height=60 + 28 * len(rows), margin=dict(l=0, r=0, t=10, b=0), yaxis_autorange="reversed")
+    widgets.plot(fig, key="att-lift")
+    st.caption(f"Layer {layer}. Each cell: the pair's share of weight on that modality over the share an even spread "
+               "on the item's attended tokens would give it, as a mean over the items. 1.0 (white) means no "
+               "preference; red favours the modality, blue avoids it.")
+
 trend = store.metric_history(uri, rid, "fusion/query_evenness")
 if not trend.empty:
     with st.expander("Query evenness over epochs (fusion/query_evenness)", expanded=False):
@@ -132,7 +148,7 @@ if not real:
     st.stop()
 st.caption(f"This history has {len(real)} real items: an even spread would give each 1/{len(real)} = "
            f"{1 / len(real):.3f}. The bars are scaled to the row's largest weight. Evenness (entropy over an even "
-           "spread's; 1 = no preference): " + ", ".join(f"{label.split(' (')[0]} {evenness(w[pick][real]):.3f}"
+           "spread's; 1 = no preference): " + ", ".join(f"{label.split(' (')[0]} {evenness(w[pick][real], np.ones(len(real), bool)):.3f}"
                                                      for label, w in labelled) + ".")
 cols = st.columns(min(len(real), 8))
 for j, k in enumerate(real):

@@ -47,13 +47,23 @@ def write_embeddings(model: nn.Module, samples: SampleSet, path: Path) -> Path:
 
 
 @torch.no_grad()
+def item_token_mask(tokens, items: np.ndarray, segments) -> np.ndarray:
+    """(n, T) True where item i's fused token t is real (not padding, not a missing image), in the attention's
+    column order: the store's masks of each (modality, T_m) segment, side by side."""
+    parts = [np.asarray(tokens[m].mask[np.asarray(items, dtype=np.int64)], dtype=bool) for m, _ in segments]
+    for (m, t), part in zip(segments, parts):
+        if part.shape[1] != t:
+            raise ValueError(f"tokens[{m!r}].mask has {part.shape[1]} slots, the attention's {m} segment {t}")
+    return np.concatenate(parts, axis=1)
+
+
 def write_fusion_attention(model: nn.Module, tokens, items: np.ndarray, *, device: torch.device,
                            directory: Path) -> list[Path]:
     """fusion_attention.npz + token_labels.json (+ text_tokens.json when text is fused).
 
-    The npz holds items, attention (n, layers, heads, Nq, T) over the fused tokens, `modalities` and
-    `sizes` (the T_m of each column segment, in order), and for an image segment image_grid and Ti (its
-    size; 0 without image). token_labels.json maps modality -> item index -> that item's own token labels;
+    The npz holds items, attention (n, layers, heads, Nq, T) over the fused tokens (float16: tiny weights of a
+    peaked query read 0), token_mask (n, T) of the real tokens, `modalities` and `sizes` (the T_m of each
+    column segment, in order), and for an image segment image_grid and Ti (its size; 0 without image). token_labels.json maps modality -> item index -> that item's own token labels;
     an item a label list lacks is a ValueError (a silent gap would let the page show another item's words).
     """
     model.eval()
@@ -69,8 +79,10 @@ def write_fusion_attention(model: nn.Module, tokens, items: np.ndarray, *, devic
     path = directory / "fusion_attention.npz"
     sizes = dict(segments)
     extra = {"image_grid": np.asarray(tokens["image"].grid)} if "image" in sizes else {}
+    token_mask = item_token_mask(tokens, items, segments)                                     # (n, T)
     np.savez_compressed(path, items=items, attention=attention.astype(np.float16), modalities=np.asarray(names),
-                        sizes=np.asarray([t for _, t in segments]), Ti=np.asarray(sizes.get("image", 0)), **extra)
+                        sizes=np.asarray([t for _, t in segments]), Ti=np.asarray(sizes.get("image", 0)),
+                        token_mask=token_mask, **extra)
     labels = {m: {str(int(i)): list(tokens[m].labels[int(i)]) for i in items} for m in names
               if any(tokens[m].labels[int(i)] for i in items)}
     lpath = directory / "token_labels.json"

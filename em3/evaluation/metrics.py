@@ -80,15 +80,17 @@ def ctr_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dic
     return {"auc": auc(labels, probs), "gauc": gauc(users, labels, probs), "logloss": logloss(labels, probs)}
 
 
-def evenness(weights: np.ndarray) -> np.ndarray:
-    """Attention rows (..., T) -> (...,) entropy of each row's weights above 0 (renormalised) over the entropy
-    of an even spread on as many: 1.0 for uniform attention (no preference), towards 0 as a row concentrates
-    on one token; NaN for a row with fewer than two weights above 0 (padding and masked tokens get exactly 0)."""
+def evenness(weights: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Attention rows (..., T) -> (...,) entropy of each row's weights on its real tokens (renormalised) over
+    the entropy of an even spread on all of them: 1.0 for uniform attention (no preference), towards 0 as a row
+    concentrates on one token; NaN for a row with fewer than two real tokens. `mask` (broadcastable to weights,
+    True = a real token) says which tokens are real; without it, those with weight above 0 (masked tokens get
+    exactly 0, but so does a real token whose weight underflowed, which makes the figure read too even)."""
     w = np.asarray(weights, dtype=np.float64)
-    live = w > 0
-    p = np.where(live, w, 0.0) / np.maximum(w.sum(axis=-1, where=live, keepdims=True), 1e-300)
-    entropy = -np.where(live, p * np.log(np.where(live, p, 1.0)), 0.0).sum(axis=-1)
+    live = np.broadcast_to(np.asarray(mask, dtype=bool), w.shape) if mask is not None else w > 0
+    w = np.where(live, np.maximum(w, 0.0), 0.0)
+    p = w / np.maximum(w.sum(axis=-1, keepdims=True), 1e-300)
+    entropy = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=-1)
     n = live.sum(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(n >= 2, entropy / np.log(np.maximum(n, 2)), np.nan)
-

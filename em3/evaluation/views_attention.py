@@ -9,6 +9,7 @@ content attention.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Mapping
 
 import numpy as np
@@ -44,19 +45,65 @@ def split_segments(weights: np.ndarray, segments: list[tuple[str, int]]) -> dict
     return out
 
 
-def even_shares(parts: Mapping[str, np.ndarray]) -> tuple[dict[str, int], dict[str, float]]:
-    """({modality: its attended tokens}, {modality: the share an even spread over them would give}) of one
-    query's split weights. A masked token (padding, a missing image) gets exactly 0 weight, so the attended
-    tokens are those above 0; a modality's raw share is read against this one, as it grows with its token
-    count whatever the query prefers."""
-    counts = {m: int((np.asarray(w) > 0).sum()) for m, w in parts.items()}
+def token_mask_of(att: Mapping[str, np.ndarray], labels: Mapping[str, Mapping[str, list]] | None = None
+                  ) -> np.ndarray:
+    """(n, T) True where an exported item's token is real: the export's token_mask. An older export lacks it,
+    and its float16 weights read 0 on real tokens a peaked query ignores, so per modality segment: the item's
+    first len(labels) tokens where the token labels list it (text: its word pieces), else all of the segment's
+    tokens where any layer, head or query weighs one of them (an image is there or missing as a whole)."""
+    if "token_mask" in att:
+        return np.asarray(att["token_mask"], dtype=bool)
+    a = np.asarray(att["attention"])
+    items = [str(int(i)) for i in att["items"]]
+    mask = np.zeros((a.shape[0], a.shape[-1]), dtype=bool)
+    start = 0
+    for m, t in segments_of(att):
+        weighed = (a[..., start:start + t] > 0).any(axis=(1, 2, 3, 4))                   # (n,)
+        for row, item in enumerate(items):
+            listed = (labels or {}).get(m, {}).get(item)
+            if listed:
+                mask[row, start:start + min(len(listed), t)] = True
+            elif weighed[row]:
+                mask[row, start:start + t] = True
+        start += t
+    return mask
+
+
+def even_shares(parts: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]) -> tuple[dict[str, int],
+                                                                                             dict[str, float]]:
+    """({modality: its real tokens}, {modality: the share an even spread over them would give}) of one query's
+    split weights; `masks` are the item's split token_mask_of. A modality's raw share is read against this one,
+    as it grows with its token count whatever the query prefers."""
+    counts = {m: int(np.asarray(masks[m], dtype=bool).sum()) for m in parts}
     total = max(sum(counts.values()), 1)
     return counts, {m: c / total for m, c in counts.items()}
 
 
-def evenness(weights: np.ndarray) -> float:
+def modality_lift(attention: np.ndarray, segments: list[tuple[str, int]], *, layer: int,
+                  mask: np.ndarray) -> np.ndarray:
+    """(heads, Nq, modalities): each (head, query)'s share of its weight on a modality over the share an even
+    spread on the item's real tokens (`mask` (n, T), token_mask_of) would give it, as a mean over the exported
+    items. 1 = no preference, above 1 = the pair favours that modality. Items without a real token of a
+    modality are left out of its mean."""
+    a = np.asarray(attention[:, layer], dtype=np.float64)                 # (n, heads, Nq, T)
+    bounds = np.cumsum([0, *[t for _, t in segments]])
+    if bounds[-1] != a.shape[-1]:
+        raise ValueError(f"segments {segments} cover {bounds[-1]} columns, the attention has {a.shape[-1]}")
+    m = np.asarray(mask, dtype=bool)
+    spans = list(zip(bounds[:-1], bounds[1:]))
+    weight = np.stack([a[..., lo:hi].sum(-1) for lo, hi in spans], axis=-1)                   # (n, h, Nq, M)
+    count = np.stack([m[:, lo:hi].sum(-1) for lo, hi in spans], axis=-1)[:, None, None, :]    # (n, 1, 1, M)
+    share = weight / np.maximum(weight.sum(-1, keepdims=True), 1e-300)
+    even = count / np.maximum(count.sum(-1, keepdims=True), 1)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                   # a modality no item has: NaN
+        lift = np.where(count > 0, share / even, np.nan)
+        return np.nanmean(lift, axis=0) if len(lift) else np.full(a.shape[1:3] + (len(segments),), np.nan)
+
+
+def evenness(weights: np.ndarray, mask: np.ndarray | None = None) -> float:
     """One attention row's evenness (em3.evaluation.metrics.evenness): 1.0 uniform, towards 0 concentrated."""
-    return float(metrics.evenness(weights))
+    return float(metrics.evenness(weights, mask))
 
 
 def view_of(modality: str) -> str:

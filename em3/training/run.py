@@ -21,7 +21,7 @@ from em3.errors import RunError
 from em3.evaluation.evaluate import evaluate_splits
 from em3.evaluation.alignment import cic_space_metrics
 from em3.evaluation.metrics import evenness
-from em3.evaluation.explain import write_all
+from em3.evaluation.explain import item_token_mask, write_all
 from em3.evaluation.recommend import evaluate_topk, topk_users
 from em3.models.em3 import build_model
 from em3.models.losses import alignment, uniformity
@@ -80,19 +80,22 @@ EVENNESS_ITEMS = 256   # catalogue items whose Fusion-Q-Former attention the per
 
 
 @torch.no_grad()
-def query_evenness(model: torch.nn.Module, samples, cfg: Config, device: torch.device) -> dict[str, float]:
+def query_evenness(model: torch.nn.Module, samples, cfg: Config, device: torch.device, tokens=None) -> dict[str, float]:
     """fusion/query_evenness: how evenly the Fusion-Q-Former's queries spread their attention over an item's
-    tokens (em3.evaluation.metrics.evenness of the last layer; mean over a fixed seeded sample of catalogue
-    items, the heads and the queries). 1.0 = uniform, i.e. the queries pool like a mean; lower = they pick
-    tokens. {} for arms without queries (mean fusion, precomputed, id_only)."""
+    real tokens (em3.evaluation.metrics.evenness of the last layer, masked by the token store `tokens` where
+    given; mean over a fixed seeded sample of catalogue items, the heads and the queries). 1.0 = uniform, i.e.
+    the queries pool like a mean; lower = they pick tokens. {} for arms without queries (mean fusion,
+    precomputed, id_only)."""
     if not hasattr(model, "fusion_attention") or samples.num_items < 1:
         return {}
     rng = np.random.default_rng(cfg.train.seed)
-    items = rng.choice(np.arange(1, samples.num_items + 1), size=min(EVENNESS_ITEMS, samples.num_items), replace=False)
-    layers, _ = model.fusion_attention(torch.as_tensor(np.sort(items), device=device))
+    items = np.sort(rng.choice(np.arange(1, samples.num_items + 1), size=min(EVENNESS_ITEMS, samples.num_items),
+                               replace=False))
+    layers, segments = model.fusion_attention(torch.as_tensor(items, device=device))
     if not layers:
         return {}
-    values = evenness(layers[-1].cpu().numpy())                # (N, heads, Nq)
+    mask = item_token_mask(tokens, items, segments)[:, None, None, :] if tokens is not None else None
+    values = evenness(layers[-1].cpu().numpy(), mask)                     # (N, heads, Nq)
     return {"fusion/query_evenness": float(np.nanmean(values))} if np.isfinite(values).any() else {}
 
 
@@ -163,7 +166,7 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
         if tracker is None:
             return
         metrics.update(embedding_quality(model, samples, cfg, device))
-        metrics.update(query_evenness(model, samples, cfg, device))
+        metrics.update(query_evenness(model, samples, cfg, device, tokens))
         tracker.metrics(metrics, st.epoch)
         tracker.flush()
         checkpoint.save_resume(ckpt_dir, model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),

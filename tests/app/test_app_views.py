@@ -286,16 +286,23 @@ def test_final_metrics_read_as_counts_figures_and_four_decimals():
         ["409,603", "4", "2,580.3", "0.7895", "0.5000", "—", "0.0000"]
 
 
-def test_even_shares_count_only_attended_tokens():
+def test_even_shares_count_the_real_tokens_not_the_weights_above_zero():
     """A modality's raw share grows with its token count: the page reads it against an even spread over the
-    tokens actually attended (padding and a missing image get exactly 0 weight)."""
-    from em3.evaluation.views_attention import even_shares
-    parts = {"image": np.array([0.1, 0.1, 0.0]), "text": np.array([0.2, 0.2, 0.2, 0.2, 0.0, 0.0])}
-    counts, even = even_shares(parts)
-    assert counts == {"image": 2, "text": 4}
-    assert even == pytest.approx({"image": 1 / 3, "text": 2 / 3})
-    assert even_shares({"image": np.zeros(3), "text": np.zeros(2)}) == ({"image": 0, "text": 0},
-                                                                        {"image": 0.0, "text": 0.0})
+    item's real tokens. A peaked query's float16 export reads 0 on real tokens too, so the mask decides."""
+    from em3.evaluation.views_attention import even_shares, token_mask_of
+    parts = {"image": np.array([0.9, 0.0, 0.0]), "text": np.array([0.05, 0.05, 0.0, 0.0])}
+    masks = {"image": np.array([True, True, True]), "text": np.array([True, True, False, False])}
+    counts, even = even_shares(parts, masks)
+    assert counts == {"image": 3, "text": 2} and even == pytest.approx({"image": 0.6, "text": 0.4})
+    # an older export without token_mask: text real as far as its labels go, an image whole where weighed
+    att = {"attention": np.zeros((2, 1, 2, 1, 5)), "items": np.array([7, 9]),
+           "modalities": np.array(["image", "text"]), "sizes": np.array([2, 3])}
+    att["attention"][0, 0, 0, 0] = [1.0, 0.0, 0.0, 0.0, 0.0]          # item 7: image token 1 underflowed
+    att["attention"][1, 0, 1, 0] = [0.0, 0.0, 0.6, 0.4, 0.0]          # item 9: no image
+    labels = {"text": {"7": ["[CLS]", "[SEP]"], "9": ["[CLS]", "a", "[SEP]"]}}
+    assert token_mask_of(att, labels).tolist() == [[True, True, True, True, False],
+                                                   [False, False, True, True, True]]
+    assert token_mask_of({**att, "token_mask": np.ones((2, 5), bool)}).all()
 
 
 def test_evenness_is_one_for_uniform_attention_and_falls_as_it_concentrates():
@@ -304,3 +311,24 @@ def test_evenness_is_one_for_uniform_attention_and_falls_as_it_concentrates():
     assert evenness(np.array([0.97, 0.01, 0.01, 0.01])) < 0.2
     assert 0.2 < evenness(np.array([0.5, 0.3, 0.2])) < 1.0
     assert np.isnan(evenness(np.array([1.0, 0.0])))
+    # with the mask, a real token whose weight underflowed to 0 still counts: [0.5, 0.5, 0] over 3 real tokens
+    assert evenness(np.array([0.5, 0.5, 0.0]), np.array([True, True, True])) == pytest.approx(np.log(2) / np.log(3))
+    assert evenness(np.array([0.5, 0.5, 0.0]), np.array([True, True, False])) == pytest.approx(1.0)
+
+
+def test_modality_lift_reads_each_head_and_query_against_an_even_spread():
+    from em3.evaluation.views_attention import modality_lift
+    segments = [("image", 2), ("text", 3)]
+    att = np.zeros((2, 1, 2, 1, 5))                               # (items, layers, heads, Nq, T)
+    mask = np.array([[True] * 5, [False, False, True, True, True]])   # item 1 has no image
+    att[0, 0, 0, 0] = [0.2] * 5                                   # head 0: even over the real tokens
+    att[1, 0, 0, 0] = [0, 0, 1 / 3, 1 / 3, 1 / 3]
+    att[0, 0, 1, 0] = [0.45, 0.45, 0.1, 0.0, 0.0]                 # head 1: favours the image; two real text
+    att[1, 0, 1, 0] = [0.0, 0.0, 0.5, 0.5, 0.0]                   # tokens read 0 (underflow), still real
+    lift = modality_lift(att, segments, layer=0, mask=mask)
+    assert lift.shape == (2, 1, 2)
+    np.testing.assert_allclose(lift[0, 0], [1.0, 1.0])
+    # item 0: image 0.9 against 2/5 even -> 2.25, text 0.1 against 3/5 -> 1/6; item 1: no image, text 1 -> 1
+    np.testing.assert_allclose(lift[1, 0], [2.25, (1 / 6 + 1.0) / 2])
+    with pytest.raises(ValueError, match="cover 4 columns"):
+        modality_lift(att, [("image", 2), ("text", 2)], layer=0, mask=mask)

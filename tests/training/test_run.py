@@ -66,6 +66,10 @@ def test_run_logs_tags_params_metrics_and_artifacts(tmp_path):
     assert emb["content"].shape == (201, 32) and emb["id"].shape[0] == 201
     att = np.load(f"{d}/fusion_attention.npz")
     assert att["attention"].ndim == 5 and att["attention"].shape[0] == len(att["items"]) == 32
+    # the real tokens, in the attention's column order: masked tokens get exactly 0 weight, real ones > 0 here
+    assert att["token_mask"].shape == (32, att["attention"].shape[-1]) and att["token_mask"].dtype == bool
+    assert not (att["attention"] > 0)[~np.broadcast_to(att["token_mask"][:, None, None, None], att["attention"].shape)].any()
+    assert 0 < att["token_mask"].sum() < att["token_mask"].size                  # some text padding
     recs = json.loads(open(f"{d}/recommendations.json").read())
     assert len(recs) == 50 and all(len(v) == 10 for v in recs.values())
     ckpt = {a.path.split("/")[-1] for a in _client().list_artifacts(result.run_id, "checkpoint")}
@@ -104,6 +108,22 @@ def test_query_evenness_reads_the_last_layers_attention():
     assert query_evenness(Stub([even, picky]), samples, cfg, torch.device("cpu"))["fusion/query_evenness"] < 0.2
     assert query_evenness(Stub([]), samples, cfg, torch.device("cpu")) == {}
     assert query_evenness(torch.nn.Linear(2, 2), samples, cfg, torch.device("cpu")) == {}
+    # with the token store's mask: [0.5, 0.5, 0, 0] over 4 real tokens is log 2 / log 4 = 0.5, over 2 it is even
+    from em3.data.cache import ItemTokens
+
+    half = torch.tensor([0.5, 0.5, 0.0, 0.0]).expand(300, 2, 2, 4)
+    real = np.ones((301, 4), bool)
+    store = ItemTokens.of(text=np.zeros((301, 4, 1), np.float32), text_mask=real)
+
+    class Segmented(Stub):
+        def fusion_attention(self, items):
+            return [w[: len(items)] for w in self.layers], (("text", 4),)
+
+    assert query_evenness(Segmented([half]), samples, cfg, torch.device("cpu"), store) == {
+        "fusion/query_evenness": pytest.approx(0.5)}
+    two = ItemTokens.of(text=np.zeros((301, 4, 1), np.float32), text_mask=np.tile(np.arange(4) < 2, (301, 1)))
+    assert query_evenness(Segmented([half]), samples, cfg, torch.device("cpu"), two) == {
+        "fusion/query_evenness": pytest.approx(1.0)}
 
 
 def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run():
