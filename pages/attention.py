@@ -110,13 +110,15 @@ with st.expander(f"Which modality each head and query favours, over the {n} expo
     import plotly.graph_objects as go
     rows = [f"head {h} · query {q}" for h in range(heads) for q in range(nq)]
     z = lift.reshape(heads * nq, len(segments))
-    fig = go.Figure(go.Heatmap(z=z, x=[m for m, _ in segments], y=rows, zmid=1.0, colorscale="RdBu_r",
+    top = float(np.nanmax(z)) if np.isfinite(z).any() else 2.0
+    fig = go.Figure(go.Heatmap(z=z, x=[m for m, _ in segments], y=rows, zmin=0.0, zmid=1.0, zmax=max(2.0, top),
+                               colorscale="RdBu_r",
                                text=np.round(z, 2), texttemplate="%{text}", colorbar=dict(title="× even"),
                                hovertemplate="%{y}, %{x}: %{z:.2f}× an even spread<extra></extra>"))
     fig.update_layout(height=60 + 28 * len(rows), margin=dict(l=0, r=0, t=10, b=0), yaxis_autorange="reversed")
     widgets.plot(fig, key="att-lift")
     st.caption(f"Layer {layer}. Each cell: the pair's share of weight on that modality over the share an even spread "
-               "on the item's attended tokens would give it, as a mean over the items. 1.0 (white) means no "
+               "on the item's real tokens would give it, as a mean over the items. 1.0 (white) means no "
                "preference; red favours the modality, blue avoids it.")
 
 trend = store.metric_history(uri, rid, "fusion/query_evenness")
