@@ -367,6 +367,12 @@ class SpeedConfig:
     eval_item_cache: bool = field(default=True, metadata=_help(
         "Exact. Evaluation encodes every item once per path (target, history) and runs only the ranker over "
         "the split's rows, instead of re-encoding each batch's items."))
+    pool_mean_tokens: bool = field(default=True, metadata=_help(
+        "Exact (to float rounding). Under model.fusion.mode = mean with speed.prenorm_tokens, the token store "
+        "holds each item's masked mean of its prenormed tokens per modality, computed once: the projection is "
+        "linear, so projecting the mean equals averaging the projected tokens, and a step projects one vector "
+        "per item and modality instead of every token. Stands down for a modality with a trainable top layer, "
+        "and where token_proj has a LoRA adapter with dropout. Not part of the config hash."))
     fast_dropout: bool = field(default=False, metadata=_help(
         "Every dropout draws its mask 3 elements per 64-bit random number (em3/models/dropout.py) instead of "
         "torch's one per element: the same Bernoulli(p) masks in law (p rounded to 1/65536), another random "

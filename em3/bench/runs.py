@@ -32,7 +32,8 @@ ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_feat
 # the folded attention and DIN's key term per table row).
 RUN_ONLY: frozenset[str] = frozenset({"speed.threads", "speed.fold_token_proj", "speed.fold_attention",
                                       "speed.din_table_keys", "speed.shared_token_reads",
-                                      "speed.din_fused_unit", "speed.din_pack_history"})
+                                      "speed.din_fused_unit", "speed.din_pack_history",
+                                      "speed.pool_mean_tokens"})
 
 
 def config_hash(cfg: Config | dict[str, Any]) -> str:

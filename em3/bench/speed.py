@@ -30,7 +30,8 @@ ALL_OFF: dict[str, Any] = {"speed.prenorm_tokens": False, "speed.project_once": 
                            "speed.fast_dropout": False, "speed.fill_uninitialized": True,
                            "speed.fold_token_proj": False, "speed.fold_attention": False,
                            "speed.din_table_keys": False, "speed.shared_token_reads": False,
-                           "speed.din_fused_unit": False, "speed.din_pack_history": False}
+                           "speed.din_fused_unit": False, "speed.din_pack_history": False,
+                           "speed.pool_mean_tokens": False}
 
 # name -> (arm, overrides on top of the base). Lever rows switch one thing of the `em3` row.
 OLD_PRESET: dict[str, Any] = {"train.batch_size": 256, "speed.compute_dtype": "fp32",      # the movielens preset
@@ -40,6 +41,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "precomputed": ("precomputed", {}),
     "em3": ("em3", {}),
     "em3_shared_history": ("em3_shared_history", {}),
+    "em3_mean_fusion": ("em3_mean_fusion", {}),
+    "em3_mean_fusion, pool_mean_tokens off": ("em3_mean_fusion", {"speed.pool_mean_tokens": False}),
     "em3, every lever off, batch 256 (the old code path)": ("em3", {**OLD_PRESET, **ALL_OFF}),
     "em3, prenorm_tokens off": ("em3", {"speed.prenorm_tokens": False}),
     "em3, project_once off": ("em3", {"speed.project_once": False}),

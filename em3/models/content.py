@@ -40,7 +40,7 @@ class ItemTokenStore(nn.Module):
     """
 
     def __init__(self, tokens: "ItemTokens", *, prenorm: bool = False, dtype: torch.dtype = torch.float16,
-                 modalities: Sequence[str] | None = None, pca: int = 0):
+                 modalities: Sequence[str] | None = None, pca: int = 0, pool_mean: Sequence[str] = ()):
         super().__init__()
         if pca and not prenorm:
             raise ValueError("ItemTokenStore: pca needs prenorm (the components are fitted to prenormed tokens)")
@@ -50,11 +50,15 @@ class ItemTokenStore(nn.Module):
         for m in self.names:   # buffers follow .to(device)
             ready = prenorm and m not in self.tops
             x = _stored(tokens[m].tokens, prenorm=ready, dtype=dtype if ready else torch.float16)
+            mask = torch.from_numpy(np.array(tokens[m].mask, dtype=bool))              # (I+1, T)
             if pca and ready and x.shape[-1] > pca:
-                x = pca_reduce(x, torch.from_numpy(np.array(tokens[m].mask, dtype=bool)), k=pca)
+                x = pca_reduce(x, mask, k=pca)
+            if m in pool_mean:
+                if not ready:
+                    raise ValueError(f"ItemTokenStore: pool_mean of {m!r} needs prenormed tokens without a top layer")
+                x, mask = mean_tokens(x, mask)                                           # (I+1, 1, C), (I+1, 1)
             self.register_buffer(f"{m}_tokens", x, persistent=False)
-            self.register_buffer(f"{m}_mask", torch.from_numpy(np.array(tokens[m].mask, dtype=bool)),
-                                 persistent=False)
+            self.register_buffer(f"{m}_mask", mask, persistent=False)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -66,6 +70,18 @@ class ItemTokenStore(nn.Module):
         casts. index_select: ~2x faster than [] for big rows."""
         return {m: (getattr(self, f"{m}_tokens").index_select(0, items), getattr(self, f"{m}_mask")[items])
                 for m in self.names}
+
+
+def mean_tokens(x: Tensor, mask: Tensor, *, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """(I+1, T, C) tokens and (I+1, T) mask -> each item's masked mean (I+1, 1, C), in x's dtype (summed in
+    float32), and (I+1, 1) whether it has any real token; an item without one keeps a zero token, masked, so a
+    masked mean of the one token gives 0 as the mean of none did."""
+    out = torch.zeros((x.shape[0], 1, x.shape[-1]), dtype=x.dtype)
+    for start in range(0, x.shape[0], chunk):
+        m = mask[start:start + chunk]                                                    # (n, T)
+        part = x[start:start + chunk].float() * m[..., None]                              # (n, T, C)
+        out[start:start + chunk, 0] = (part.sum(1) / m.sum(1, keepdim=True).clamp(min=1)).to(x.dtype)
+    return out, mask.any(dim=1, keepdim=True)
 
 
 def _stored(x: np.ndarray, *, prenorm: bool, dtype: torch.dtype, chunk: int = 256) -> Tensor:

@@ -80,6 +80,17 @@ class _Apply(nn.Module):
         return fn(self.fusion)
 
 
+def mean_pooled(cfg: ModelConfig, speed: SpeedConfig, tokens: "ItemTokens") -> tuple[str, ...]:
+    """The modalities speed.pool_mean_tokens stores pre-averaged: under mean fusion with prenormed tokens, each
+    one without a trainable top layer, unless token_proj carries a LoRA adapter with dropout (its draws on
+    every token would differ from one draw on the mean)."""
+    if not (speed.pool_mean_tokens and speed.prenorm_tokens and cfg.fusion.mode == "mean"):
+        return ()
+    if cfg.history.strategy == "lora" and "token_proj" in cfg.history.lora_targets and cfg.history.lora_dropout > 0:
+        return ()
+    return tuple(m for m in cfg.fusion.modalities if m in tokens.names and tokens[m].top is None)
+
+
 class ContentEncoder(nn.Module):
     """Encodes target and history items into D-dim content embeddings, each unique item once."""
 
@@ -95,7 +106,7 @@ class ContentEncoder(nn.Module):
             return
         dtype = DTYPES[resolve_compute_dtype(speed.compute_dtype)]
         self.store = ItemTokenStore(tokens, prenorm=speed.prenorm_tokens, dtype=dtype, modalities=cfg.fusion.modalities,
-                                    pca=speed.token_pca)
+                                    pca=speed.token_pca, pool_mean=mean_pooled(cfg, speed, tokens))
         self.fusion = FusionQFormer(cfg.fusion, dims=self.store.dims,
                                     prenorm=speed.prenorm_tokens, compute_dtype=dtype,
                                     queries_only_last_layer=speed.queries_only_last_layer, tops=self.store.tops,

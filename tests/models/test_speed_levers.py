@@ -242,3 +242,43 @@ def test_bf16_token_path_is_close_to_fp32(config, samples, tokens, batch):
     a, b = fp32(batch).logits, bf16(batch).logits
     assert b.dtype == torch.float32
     torch.testing.assert_close(b, a, rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("kw", [{}, {"model__history__strategy": "shared"}, {"model__history__strategy": "frozen"},
+                                {"model__history__lora_targets": ("out_proj", "token_proj")},
+                                {"speed__compute_dtype": "bf16"}])
+def test_pool_mean_tokens_keeps_mean_fusions_logits_and_gradients(config, samples, tokens, batch, kw):
+    """Mean fusion projects a masked mean of linear maps: with the mean taken once in the store, the same
+    logits and gradients, through every history strategy, a LoRA adapter on the projection, and bf16."""
+    off, on = _pair(config, samples, tokens, "pool_mean_tokens", "em3_mean_fusion", **NO_DROPOUT, **kw)
+    assert on.content.store.image_tokens.shape[1] == on.content.store.text_tokens.shape[1] == 1
+    assert off.content.store.text_tokens.shape[1] > 1
+    tol = dict(rtol=2e-2, atol=2e-3) if kw.get("speed__compute_dtype") == "bf16" else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(on.eval()(batch).logits, off.eval()(batch).logits, **tol)
+    g_off, g_on = _grads(off, batch), _grads(on, batch)
+    assert g_off.keys() == g_on.keys() and g_off
+    for name in g_off:
+        torch.testing.assert_close(g_on[name], g_off[name], **({"rtol": 1e-4, "atol": 1e-6} if not kw.get(
+            "speed__compute_dtype") else {"rtol": 5e-2, "atol": 5e-3}), msg=name)
+
+
+def test_pool_mean_tokens_draws_the_same_dropout_and_keeps_empty_modalities_zero(config, samples, tokens, batch):
+    off, on = _pair(config, samples, tokens, "pool_mean_tokens", "em3_mean_fusion")     # dropout on
+    torch.manual_seed(3)
+    g_off = _grads(off, batch)
+    torch.manual_seed(3)
+    g_on = _grads(on, batch)
+    for name in g_off:
+        torch.testing.assert_close(g_on[name], g_off[name], rtol=1e-4, atol=1e-6, msg=name)
+    masked = ~off.content.store.image_mask.any(dim=1)                                  # items without an image
+    assert (on.content.store.image_mask[:, 0] == ~masked).all()
+    assert (on.content.store.image_tokens[masked] == 0).all()
+
+
+@pytest.mark.parametrize("arm,kw", [("em3", {}), ("em3_mean_fusion", {"speed__prenorm_tokens": False}),
+                                    ("em3_mean_fusion", {"model__history__lora_targets": ("token_proj",),
+                                                         "model__history__lora_dropout": 0.1})])
+def test_pool_mean_tokens_stands_down_where_it_would_change_the_function(config, samples, tokens, arm, kw):
+    torch.manual_seed(0)
+    model = build_model(config(arm, speed__pool_mean_tokens=True, **kw), samples=samples, tokens=tokens)
+    assert model.content.store.text_tokens.shape[1] > 1
