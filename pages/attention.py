@@ -6,7 +6,9 @@ import streamlit as st
 
 from app import store, widgets
 from app.run_data import run_data
-from em3.evaluation.views_attention import (even_shares, evenness, item_labels, modality_lift, overlay,
+from em3.evaluation.metrics import evenness
+from em3.training.run import EVENNESS_ITEMS
+from em3.evaluation.views_attention import (even_shares, item_labels, modality_lift, overlay,
                                             query_weights, ranker_weights, segments_of, shaded_tokens_html,
                                             split_segments, token_mask_of, view_of)
 
@@ -127,7 +129,8 @@ if not trend.empty:
         widgets.plot(widgets.curves([(run["name"], trend)], title="Evenness of the last layer's query attention",
                                     x="step", x_title="epoch", hlines=[(1.0, "uniform: the queries pool like a mean")],
                                     height=260), key="att-evenness")
-        st.caption("Mean over 256 catalogue items (a fixed seeded sample), every head and query, after each epoch. "
+        st.caption(f"Mean over {EVENNESS_ITEMS} catalogue items (a fixed seeded sample), every head and query, "
+                   "after each epoch. "
                    "Compare the arm em3_mean_fusion on the Runs page: near 1.0 the queries add little over a mean.")
 
 st.subheader("Ranker: attention over the user's history")
@@ -148,10 +151,11 @@ real = [k for k, h in enumerate(hist) if int(h) != 0]
 if not real:
     st.info("This user has an empty history at that sample.")
     st.stop()
+row_evenness = {label.split(" (")[0]: float(evenness(w[pick][real], np.ones(len(real), bool)))
+                for label, w in labelled}
 st.caption(f"This history has {len(real)} real items: an even spread would give each 1/{len(real)} = "
            f"{1 / len(real):.3f}. The bars are scaled to the row's largest weight. Evenness (entropy over an even "
-           "spread's; 1 = no preference): " + ", ".join(f"{label.split(' (')[0]} {evenness(w[pick][real], np.ones(len(real), bool)):.3f}"
-                                                     for label, w in labelled) + ".")
+           "spread's; 1 = no preference): " + ", ".join(f"{k} {v:.3f}" for k, v in row_evenness.items()) + ".")
 cols = st.columns(min(len(real), 8))
 for j, k in enumerate(real):
     h = int(hist[k])

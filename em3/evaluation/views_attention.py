@@ -15,7 +15,6 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
-from em3.evaluation import metrics
 
 
 def segments_of(att: Mapping[str, np.ndarray]) -> list[tuple[str, int]]:
@@ -99,11 +98,6 @@ def modality_lift(attention: np.ndarray, segments: list[tuple[str, int]], *, lay
         warnings.simplefilter("ignore", RuntimeWarning)                   # a modality no item has: NaN
         lift = np.where(count > 0, share / even, np.nan)
         return np.nanmean(lift, axis=0) if len(lift) else np.full(a.shape[1:3] + (len(segments),), np.nan)
-
-
-def evenness(weights: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """One attention row's evenness (em3.evaluation.metrics.evenness): 1.0 uniform, towards 0 concentrated."""
-    return float(metrics.evenness(weights, mask))
 
 
 def view_of(modality: str) -> str:

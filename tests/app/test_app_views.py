@@ -306,7 +306,7 @@ def test_even_shares_count_the_real_tokens_not_the_weights_above_zero():
 
 
 def test_evenness_is_one_for_uniform_attention_and_falls_as_it_concentrates():
-    from em3.evaluation.views_attention import evenness
+    from em3.evaluation.metrics import evenness
     assert evenness(np.array([0.25, 0.25, 0.25, 0.25, 0.0])) == pytest.approx(1.0)   # padding left out
     assert evenness(np.array([0.97, 0.01, 0.01, 0.01])) < 0.2
     assert 0.2 < evenness(np.array([0.5, 0.3, 0.2])) < 1.0
