@@ -364,6 +364,12 @@ class SpeedConfig:
         "(B, L) window (about 40% of MovieLens's are padding); the dropout masks are drawn for the whole window, "
         "as unpacked: 0.81x an id_only and 0.95x an em3 MovieLens step (docs/RESULTS.md, Speed, session 16). "
         "Not part of the config hash."))
+    din_pair_scores: bool = field(default=True, metadata=_help(
+        "Exact (to float rounding). DIN's attention unit reads a (candidate, history item) pair alone, so the "
+        "top-K ranking of the catalogue computes each unit's scores once per (item, history item) pair and "
+        "gathers them for every user, instead of once per (user, item, history slot): MovieLens's 831 test "
+        "users take 2.8M pair evaluations instead of 70M (docs/RESULTS.md, Speed, session 22). Not part of "
+        "the config hash."))
     eval_item_cache: bool = field(default=True, metadata=_help(
         "Exact. Evaluation encodes every item once per path (target, history) and runs only the ranker over "
         "the split's rows, instead of re-encoding each batch's items."))

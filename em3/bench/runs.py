@@ -33,7 +33,7 @@ ADDED_LATER: dict[str, str] = {"data.val_cold_item_frac": "0.0", "data.user_feat
 RUN_ONLY: frozenset[str] = frozenset({"speed.threads", "speed.fold_token_proj", "speed.fold_attention",
                                       "speed.din_table_keys", "speed.shared_token_reads",
                                       "speed.din_fused_unit", "speed.din_pack_history",
-                                      "speed.pool_mean_tokens"})
+                                      "speed.pool_mean_tokens", "speed.din_pair_scores"})
 
 
 def config_hash(cfg: Config | dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ ALL_OFF: dict[str, Any] = {"speed.prenorm_tokens": False, "speed.project_once": 
                            "speed.fold_token_proj": False, "speed.fold_attention": False,
                            "speed.din_table_keys": False, "speed.shared_token_reads": False,
                            "speed.din_fused_unit": False, "speed.din_pack_history": False,
-                           "speed.pool_mean_tokens": False}
+                           "speed.pool_mean_tokens": False, "speed.din_pair_scores": False}
 
 # name -> (arm, overrides on top of the base). Lever rows switch one thing of the `em3` row.
 OLD_PRESET: dict[str, Any] = {"train.batch_size": 256, "speed.compute_dtype": "fp32",      # the movielens preset
@@ -59,6 +59,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "em3, din_fused_unit off (so no packing)": ("em3", {"speed.din_fused_unit": False}),
     "id_only, din_fused_unit off (so no packing)": ("id_only", {"speed.din_fused_unit": False}),
     "em3, eval_item_cache off": ("em3", {"speed.eval_item_cache": False}),
+    "em3, din_pair_scores off": ("em3", {"speed.din_pair_scores": False}),          # the top-K column's lever
+    "id_only, din_pair_scores off": ("id_only", {"speed.din_pair_scores": False}),
     "em3, keep_heap off": ("em3", {"speed.keep_heap": False}),
     "em3, fast_dropout off": ("em3", {"speed.fast_dropout": False}),
     "em3, fill_uninitialized on": ("em3", {"speed.fill_uninitialized": True}),

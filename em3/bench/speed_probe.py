@@ -1,4 +1,5 @@
-"""One row of the speed bench in a fresh process: one training epoch and its validation, timed, with FLOPs.
+"""One row of the speed bench in a fresh process: one training epoch, its validation and the final top-K
+ranking a run ends with, timed, with FLOPs.
 
 Run as `python -m em3.bench.speed_probe '<json spec>'`; prints one `SPEED {json}` line. The matmul
 peaks (fp32 and bf16) are measured in the same process, right before the epoch, so the row's
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     from em3.bench.flops import count_flops_by_dtype, dtype_peaks
     from em3.config import from_dict
+    from em3.evaluation.recommend import evaluate_topk, topk_users
     from em3.models.precision import resolve_compute_dtype
     from em3.training.batches import to_batch
     from em3.training.distributed import resolve_device
@@ -44,12 +47,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         model.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {}
         state, _ = fit(model, samples, cfg, device=device, on_epoch_end=lambda st, m, opt: metrics.update(m))
+        # the top-K ranking a run ends with (run.py: the same users), after this one epoch
+        users = topk_users(samples, sample=cfg.train.topk_users, seed=cfg.train.seed)
+        t0 = time.perf_counter()
+        evaluate_topk(model, samples, k=cfg.train.topk, device=device, users=users)
+        topk_s = time.perf_counter() - t0
     by_dtype = {name: sum(c.get(name, 0) for c in split) / len(split) for name in sorted({k for c in split for k in c})}
     flops = sum(by_dtype.values())
     steps = len(batches)
     achieved = flops * steps / state.train_seconds
     n_train, n_total = model.count_parameters()
-    return {"train_epoch_s": state.train_seconds, "val_epoch_s": state.val_seconds, "steps": steps,
+    return {"train_epoch_s": state.train_seconds, "val_epoch_s": state.val_seconds, "topk_s": topk_s,
+            "topk_users": len(users), "steps": steps,
             "batch_size": cfg.train.batch_size, "samples": state.samples_seen,
             "samples_per_s": state.samples_seen / state.train_seconds, "step_ms": 1000 * state.train_seconds / steps,
             "flops_per_step": flops, "flops_by_dtype": by_dtype, "achieved_flops_per_s": achieved,

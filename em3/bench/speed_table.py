@@ -56,17 +56,19 @@ def render(result: dict[str, Any], *, machine: str, order: Sequence[str]) -> str
         "step's FLOPs would take with each dtype's at that dtype's measured peak (torch's FLOP count split by the "
         "dtype each op computes in; the bf16 share of the FLOPs in brackets), over the measured step time: the "
         "utilisation of a mixed-precision step. Peak memory: the process's RSS, "
-        "sampled every 50 ms. ×id_only: (train + val) over the `id_only` row at the same batch size. Val AUC "
-        "after that one epoch: the quality side of each lever.",
+        "sampled every 50 ms. ×id_only: (train + val) over the `id_only` row at the same batch size. Top-K s: "
+        "the ranking of the catalogue a run ends with (`train.topk_users` users, 0 = every test user), after "
+        "that epoch. Val AUC after that one epoch: the quality side of each lever.",
         "",
-        "| row | batch | dtype | train s/epoch | val s/epoch | ×id_only | samples/s | GFLOP/step | GFLOP/s "
+        "| row | batch | dtype | train s/epoch | val s/epoch | top-K s | ×id_only | samples/s | GFLOP/step | GFLOP/s "
         "| % peak (dtype) | % fp32 peak | % per-dtype peaks (bf16 FLOPs) | peak MB | val AUC (1 epoch) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['batch_size']} | {r['dtype']} | {_f(r['train_epoch_s'], '.1f')} | "
-            f"{_f(r['val_epoch_s'], '.2f')} | {_f(ratio_to_id_only(r, rows), '.1f')} | {_f(r['samples_per_s'], ',.0f')} | "
+            f"{_f(r['val_epoch_s'], '.2f')} | {_f(r.get('topk_s', float('nan')), '.1f')} | "
+            f"{_f(ratio_to_id_only(r, rows), '.1f')} | {_f(r['samples_per_s'], ',.0f')} | "
             f"{_f(r['flops_per_step'] / 1e9, '.2f')} | {_f(r['achieved_flops_per_s'] / 1e9, '.1f')} | "
             f"{_f(100 * utilisation(r), '.0f')}% of {r['peak_bf16' if r['dtype'] == 'bf16' else 'peak_fp32'] / 1e9:.0f} | "
             f"{_f(100 * r['achieved_flops_per_s'] / r['peak_fp32'], '.0f')}% | "

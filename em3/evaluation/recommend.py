@@ -60,7 +60,8 @@ def rank_items(model: nn.Module, users: np.ndarray, histories: np.ndarray, *, nu
                user_chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Top-k item indices (U, k) and their logits (U, k) over all items 1..I, minus each user's excluded set.
 
-    The catalogue's content is encoded once (`EM3Model.catalogue`), then the ranker scores every
+    The catalogue's content is encoded once (`EM3Model.catalogue`), and where it pays DIN's attention
+    scores of every (item, history item) pair once (`EM3Model.pair_scores`); then the ranker scores every
     (user, item) pair of a chunk of users at once (`EM3Model.score_catalogue`).
     """
     was_training = model.training
@@ -68,10 +69,11 @@ def rank_items(model: nn.Module, users: np.ndarray, histories: np.ndarray, *, nu
     top_items, top_scores = [], []
     try:
         catalogue = model.catalogue()
+        pair_scores = model.pair_scores(catalogue, rows=len(users), history_len=histories.shape[1])
         for a in range(0, len(users), user_chunk):
             u = torch.as_tensor(users[a:a + user_chunk], device=device)       # (B,)
             h = torch.as_tensor(histories[a:a + user_chunk], device=device)   # (B, L)
-            s = model.score_catalogue(u, h, catalogue).float().cpu().numpy()  # (B, I)
+            s = model.score_catalogue(u, h, catalogue, pair_scores).float().cpu().numpy()  # (B, I)
             for j, ex in enumerate(exclude[a:a + user_chunk]):
                 idx = [i - 1 for i in ex if 1 <= i <= num_items]
                 s[j, idx] = -np.inf

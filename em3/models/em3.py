@@ -21,11 +21,16 @@ from em3.models.dropout import use_fast_dropout
 from em3.models.history import ContentEncoder
 from em3.models.history_cut import cut_mask
 from em3.models.precision import ranker_autocast
-from em3.models.rankers import RankerOutput, build_ranker, gather_rows
+from em3.models.rankers import DIN, PairScores, RankerOutput, build_ranker, gather_rows
 from em3.models.user_features import UserFeatureEmbedding
 
 if TYPE_CHECKING:
     from em3.data.cache import ItemTokens
+
+
+# The most (candidate, history item) pairs `pair_scores` tabulates: two float32 (I, I+1) tables of 128 MiB
+# each, a catalogue of about 5,800 items. MovieLens-100K's 1,682 items take 2.8M pairs (11 MiB a table).
+PAIR_SCORES_MAX = 1 << 25
 
 
 @dataclass
@@ -73,6 +78,7 @@ class EM3Model(nn.Module):
         self.fused_gathers = cfg.speed.din_fused_unit   # the history's rows by index_select (rankers.gather_rows)
         self.ranker_dtype = cfg.speed.ranker_dtype     # fp32 | bf16 | auto: the ranker's forward (precision.py)
         self.table_keys = cfg.speed.din_table_keys and m.ranker.kind == "din"
+        self.pair_scores_on = cfg.speed.din_pair_scores and m.ranker.kind == "din"
         self.cut, self.cut_k = m.history.cut, m.history.cut_k
         self.cut_active = m.history.cut_k > 0
         self.use_cic = m.use_content and m.cic.weight > 0
@@ -215,11 +221,34 @@ class EM3Model(nn.Module):
             self.train(was_training)
 
     @torch.no_grad()
-    def score_catalogue(self, user: Tensor, history: Tensor, catalogue: Catalogue | None) -> Tensor:
+    def pair_scores(self, catalogue: Catalogue | None, *, rows: int, history_len: int) -> PairScores | None:
+        """DIN's attention scores of every candidate 1..I against every item 0..I as a history item, for
+        `score_catalogue` over `rows` histories of `history_len` (speed.din_pair_scores); in eval mode.
+
+        DIN's unit reads the (candidate, history item) pair alone, so over a whole ranking pass these
+        I·(I+1) scores replace rows·I·L per-pair evaluations. None where they would not pay (fewer pairs
+        per user row than items, a catalogue over PAIR_SCORES_MAX pairs), under the history cut (its mask
+        is per candidate, but the scores would still serve: kept simple), for DCN-v2, or with the lever off.
+        """
+        n = self.num_items
+        if (not self.pair_scores_on or self.cut_active or rows * history_len <= n + 1
+                or n * (n + 1) > PAIR_SCORES_MAX):
+            return None
+        items = torch.arange(1, n + 1, device=self.id_index.device)              # (I,)
+        id_table = self.item_id_emb(self.id_index)                               # (I+1, Di): row j = item j
+        content = {} if self.content is None else dict(target_content=catalogue.target[items],
+                                                        content_table=catalogue.history)   # (I, D), (I+1, D)
+        with ranker_autocast(self.ranker_dtype):
+            return self.ranker.pair_scores(id_table[items], id_table, **content)   # (I, I+1) per unit
+
+    @torch.no_grad()
+    def score_catalogue(self, user: Tensor, history: Tensor, catalogue: Catalogue | None,
+                        scores: PairScores | None = None) -> Tensor:
         """user (B,), history (B, L) -> logits (B, I) of every item 1..I, in eval mode (call model.eval()).
 
         Content comes from `catalogue` (encoded once, see `catalogue()`); the ranker scores all pairs
-        at once (DIN: its attention's target term once per item; DCN-v2: pooled histories once per user).
+        at once (DIN: its attention's target term once per item, or its units' scores gathered from
+        `scores` = `pair_scores(...)`; DCN-v2: pooled histories once per user).
         """
         items = torch.arange(1, self.num_items + 1, device=user.device)          # (I,)
         history_mask = history != PAD_INDEX                                      # (B, L)
@@ -231,11 +260,12 @@ class EM3Model(nn.Module):
         if self.content is not None:
             target_content, history_content = catalogue.target[items], catalogue.history[history]
         with ranker_autocast(self.ranker_dtype):
-            scores = self.ranker.score_pairs(self.user_vector(user), target_id,
+            given = {} if scores is None else dict(scores=scores, history_index=history)
+            logits = self.ranker.score_pairs(self.user_vector(user), target_id,
                                              history_id=history_id,
                                              history_mask=history_mask, target_content=target_content,
-                                             history_content=history_content)    # (B, I)
-        return scores.float()
+                                             history_content=history_content, **given)    # (B, I)
+        return logits.float()
 
     def _rank(self, *args: Tensor, **kwargs: Tensor | None) -> RankerOutput:
         """The ranker's forward in `speed.ranker_dtype`; logits and attention back in float32."""

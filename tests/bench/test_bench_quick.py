@@ -178,6 +178,7 @@ def test_quick_speed_measures_rows_renders_them_and_resumes(tmp_path: Path, caps
     for r in rows.values():
         assert r["steps"] == 3 and r["samples"] == 3 * 64            # the quick budget: 3 steps of 64
         assert r["train_epoch_s"] > 0 and r["val_epoch_s"] > 0 and 0.0 < r["val_auc"] < 1.0
+        assert r["topk_s"] > 0 and r["topk_users"] > 0                # the top-K ranking a run ends with
         assert r["flops_per_step"] > 0 and r["peak_fp32"] > 0 and r["peak_memory_mb"] > 0
         assert sum(r["flops_by_dtype"].values()) == pytest.approx(r["flops_per_step"])   # the roofline's split
     assert rows["em3, every lever off, batch 256 (the old code path)"]["flops_per_step"] > rows["id_only"]["flops_per_step"]

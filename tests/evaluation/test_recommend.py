@@ -56,7 +56,10 @@ class TableModel(nn.Module):
     def catalogue(self):
         return None
 
-    def score_catalogue(self, user, history, catalogue):           # (B,), (B, L) -> (B, I)
+    def pair_scores(self, catalogue, **_):
+        return None
+
+    def score_catalogue(self, user, history, catalogue, scores=None):   # (B,), (B, L) -> (B, I)
         self.seen += history.tolist()
         return self.table[1:].repeat(len(user), 1)                  # a fresh (B, I), not a view
 
