@@ -168,6 +168,19 @@ def curves(series: Iterable[tuple[str, pd.DataFrame]], *, title: str, x: str = "
     return fig
 
 
+def time_parts_chart(parts: Mapping[str, Mapping[str, float]]) -> go.Figure:
+    """{run label: {part: seconds}} -> one horizontal bar per run, its timed parts stacked in order."""
+    names = list(dict.fromkeys(p for run in parts.values() for p in run))        # first-seen order
+    labels = list(parts)
+    fig = go.Figure([go.Bar(name=name, y=labels, x=[parts[r].get(name, 0.0) for r in labels], orientation="h",
+                            hovertemplate="%{y}: " + name + " %{x:.1f} s<extra></extra>") for name in names])
+    fig.update_layout(barmode="stack", height=140 + 40 * len(labels), margin=dict(l=10, r=10, t=60, b=10),
+                      xaxis_title="seconds", yaxis=dict(autorange="reversed"),          # the first run on top
+                      legend=dict(orientation="h", traceorder="normal", yanchor="bottom", y=1.0, xanchor="right", x=1),
+                      title="Where each run's time went")
+    return fig
+
+
 def plot(fig: Any, *, key: str | None = None) -> None:
     st.plotly_chart(fig, width="stretch", key=key)
 

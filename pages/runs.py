@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import store, widgets
 from em3.evaluation.views_reference import REFERENCES, references_for
-from em3.evaluation.views_tables import efficiency_column, metric_text, param_diff
+from em3.evaluation.views_tables import efficiency_column, metric_text, param_diff, time_parts
 
 st.title(":material/monitoring: Runs")
 st.caption(store.mlflow_ui_hint(store.uri()))
@@ -103,6 +103,13 @@ st.caption("What each run logged about its cost; 'not logged' for runs from befo
 efficiency = pd.DataFrame({labels[r["run_id"]]: efficiency_column(
     r["_metrics"], {"em3.device": r["device"], "em3.memory_kind": r["memory_kind"]}) for _, r in sel.iterrows()})
 st.dataframe(efficiency, width="stretch")
+timed = {labels[r["run_id"]]: time_parts(r["_metrics"]) for _, r in sel.iterrows()}
+timed = {label: parts for label, parts in timed.items() if parts}
+if timed:
+    widgets.plot(widgets.time_parts_chart(timed), key="runs-time-fig")
+    st.caption("The run's own timers, all epochs together: training, validation, the final evaluation of every "
+               "split, the top-K ranking of the catalogue and the explain artifacts. Start-up (imports, the data, "
+               "the feature cache) is not among them.")
 
 st.subheader("Parameters that differ")
 diff = param_diff({labels[r["run_id"]]: store.run_params(uri, r["run_id"]) for _, r in sel.iterrows()})

@@ -17,6 +17,15 @@ EFFICIENCY: tuple[tuple[str, str, str], ...] = (
     ("Training samples / s", "perf/samples_per_s", "rate"),
     ("Peak memory", "perf/peak_memory_mb", "memory"),
 )
+# Where a run's time went, in the order it is spent (em3/training/run.py's timers). Start-up (imports, the data,
+# the feature cache) is not timed by the run.
+TIME_PARTS: tuple[tuple[str, str], ...] = (
+    ("training", "time/train_seconds"),
+    ("validation", "time/val_seconds"),
+    ("final evaluation", "time/eval_seconds"),
+    ("top-K ranking", "time/topk_seconds"),
+    ("explain artifacts", "time/explain_seconds"),
+)
 ABLATION_METRICS = ("test/auc", "test/gauc", "test/logloss", "test_cold/auc", "test_cold/gauc", "test_cold/logloss")
 
 
@@ -128,3 +137,9 @@ def efficiency_column(metrics: Mapping[str, float], tags: Mapping[str, str]) -> 
         out["Trainable parameters"] += f" ({metrics['params/trainable'] / total:.1%} of {int(total):,})"
     out["Device"] = tags.get("em3.device") or NOT_LOGGED
     return out
+
+
+def time_parts(metrics: Mapping[str, float]) -> dict[str, float]:
+    """{part: seconds} of TIME_PARTS that the run logged, in order; {} for a run that logged none
+    (running, failed, or from before the timers)."""
+    return {part: float(metrics[key]) for part, key in TIME_PARTS if metrics.get(key) is not None}

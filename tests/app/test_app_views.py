@@ -14,7 +14,8 @@ from em3.evaluation.views_alignment import (cold_rows, link_segments, match_rate
 from em3.evaluation.views_attention import (item_labels, normalise, overlay, query_weights, ranker_weights,
                                             segments_of, shaded_tokens_html, split_segments, view_of)
 from em3.evaluation.views_reference import references_for
-from em3.evaluation.views_tables import arm_summary, efficiency_column, format_summary, group_summary, param_diff
+from em3.evaluation.views_tables import (arm_summary, efficiency_column, format_summary, group_summary, param_diff,
+                                         time_parts)
 
 
 def test_group_summary_mean_std_and_delta_against_em3():
@@ -166,6 +167,14 @@ def test_efficiency_column_formats_what_the_run_logged_and_says_what_it_did_not(
     assert older["Trainable parameters"] == "10" and older["Total parameters"] == "not logged"
     assert older["Train seconds / epoch"] == older["Device"] == "not logged"
     assert older["Peak memory"] == "99.0 MiB (kind not logged)"
+
+
+def test_time_parts_are_the_logged_timers_in_the_order_they_are_spent():
+    metrics = {"time/explain_seconds": 1.5, "time/train_seconds": 60.0, "time/topk_seconds": 3.5,
+               "time/val_seconds": 2.0, "time/train_seconds_per_epoch": 10.0}
+    assert time_parts(metrics) == {"training": 60.0, "validation": 2.0, "top-K ranking": 3.5, "explain artifacts": 1.5}
+    assert list(time_parts(metrics)) == ["training", "validation", "top-K ranking", "explain artifacts"]
+    assert time_parts({"test/auc": 0.7}) == {}
 
 
 def test_token_labels_are_looked_up_by_item_never_by_row():
