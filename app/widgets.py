@@ -174,10 +174,10 @@ def time_parts_chart(parts: Mapping[str, Mapping[str, float]]) -> go.Figure:
     labels = list(parts)
     fig = go.Figure([go.Bar(name=name, y=labels, x=[parts[r].get(name, 0.0) for r in labels], orientation="h",
                             hovertemplate="%{y}: " + name + " %{x:.1f} s<extra></extra>") for name in names])
-    fig.update_layout(barmode="stack", height=140 + 40 * len(labels), margin=dict(l=10, r=10, t=60, b=10),
-                      xaxis_title="seconds", yaxis=dict(autorange="reversed"),          # the first run on top
-                      legend=dict(orientation="h", traceorder="normal", yanchor="bottom", y=1.0, xanchor="right", x=1),
-                      title="Where each run's time went")
+    fig.update_layout(barmode="stack", height=180 + 40 * len(labels), margin=dict(l=10, r=10, t=40, b=10),
+                      yaxis=dict(autorange="reversed"),                                 # the first run on top
+                      legend=dict(orientation="h", traceorder="normal", yanchor="top", y=-0.25, x=0),  # below the axis
+                      title="Where each run's time went (seconds)")
     return fig
 
 

@@ -107,9 +107,11 @@ timed = {labels[r["run_id"]]: time_parts(r["_metrics"]) for _, r in sel.iterrows
 timed = {label: parts for label, parts in timed.items() if parts}
 if timed:
     widgets.plot(widgets.time_parts_chart(timed), key="runs-time-fig")
-    st.caption("The run's own timers, all epochs together: training, validation, the final evaluation of every "
-               "split, the top-K ranking of the catalogue and the explain artifacts. Start-up (imports, the data, "
-               "the feature cache) is not among them.")
+    st.caption("The run's own timers, all epochs together: setup (loading the data and the feature cache, which a "
+               "machine's first run of a dataset builds, and building the model); training; validation; the "
+               "per-epoch extras (each epoch's alignment and evenness metrics and its checkpoint); the final evaluation of every split; the top-K "
+               "ranking of the catalogue; the explain artifacts. The process's start-up is not among them, nor "
+               "are parts that a run from before a timer existed did not log.")
 
 st.subheader("Parameters that differ")
 diff = param_diff({labels[r["run_id"]]: store.run_params(uri, r["run_id"]) for _, r in sel.iterrows()})

@@ -17,11 +17,13 @@ EFFICIENCY: tuple[tuple[str, str, str], ...] = (
     ("Training samples / s", "perf/samples_per_s", "rate"),
     ("Peak memory", "perf/peak_memory_mb", "memory"),
 )
-# Where a run's time went, in the order it is spent (em3/training/run.py's timers). Start-up (imports, the data,
-# the feature cache) is not timed by the run.
+# Where a run's time went, in the order it is spent (em3/training/run.py's timers). The process's start-up
+# (imports) is not timed by the run.
 TIME_PARTS: tuple[tuple[str, str], ...] = (
+    ("setup: data, cache, model", "time/setup_seconds"),
     ("training", "time/train_seconds"),
     ("validation", "time/val_seconds"),
+    ("per-epoch extras", "time/epoch_end_seconds"),
     ("final evaluation", "time/eval_seconds"),
     ("top-K ranking", "time/topk_seconds"),
     ("explain artifacts", "time/explain_seconds"),

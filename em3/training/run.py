@@ -139,6 +139,7 @@ def run_training(cfg: Config, *, hooks: Hooks | None = None, tags: dict | None =
 
 def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks, device: torch.device,
            world: World, resume: bool, work: Path, memory: PeakMemory) -> RunResult:
+    t_setup = time.perf_counter()     # time/setup_seconds: the data, the feature cache, the model (and a resume's checkpoint)
     raw, samples, tokens = load_run_data(cfg, hooks=hooks, world=world)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, samples=samples, tokens=tokens).to(device)
@@ -162,9 +163,12 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
         if tracker is not None:
             tracker.metrics(values, step)
 
+    epoch_end = [0.0]    # time/epoch_end_seconds: the per-epoch extras below, outside fit()'s own timers
+
     def on_epoch_end(st: FitState, metrics: dict[str, float], optimizer: torch.optim.Optimizer) -> None:
         if tracker is None:
             return
+        t0 = time.perf_counter()
         metrics.update(embedding_quality(model, samples, cfg, device))
         metrics.update(query_evenness(model, samples, cfg, device, tokens))
         tracker.metrics(metrics, st.epoch)
@@ -174,12 +178,15 @@ def _train(cfg: Config, *, run_id: str, tracker: RunTracker | None, hooks: Hooks
         for side in sorted(ckpt_dir.glob("*.json")):   # sidecars first: each also accepts the file it replaces
             tracker.artifact(side, "checkpoint")
         tracker.artifacts(ckpt_dir, "checkpoint")
+        epoch_end[0] += time.perf_counter() - t0
 
+    setup_seconds = time.perf_counter() - t_setup
     state, ended = fit(model, samples, cfg, device=device, hooks=hooks, state=state, optimizer_state=optimizer_state,
                        world=world, on_step=on_step, on_epoch_end=on_epoch_end)
     epochs = max(state.epoch, 1)
     summary = {"best_epoch": float(state.best_epoch), "params/trainable": float(n_train), "params/total": float(n_total),
                "params/history_trainable": float(model.history_trainable_parameters()),
+               "time/setup_seconds": setup_seconds, "time/epoch_end_seconds": epoch_end[0],
                "time/train_seconds": state.train_seconds, "time/val_seconds": state.val_seconds,
                "time/train_seconds_per_epoch": state.train_seconds / epochs,
                "time/val_seconds_per_epoch": state.val_seconds / epochs,

@@ -20,8 +20,9 @@ from tests.app.test_app_pages import open_page, texts
 EFFICIENCY = {"params/trainable": 12345.0, "params/total": 1234567.0, "params/history_trainable": 2048.0,
               "time/train_seconds_per_epoch": 12.3456, "time/val_seconds_per_epoch": 0.5,
               "perf/samples_per_s": 8421.7, "perf/peak_memory_mb": 1536.25,
-              "time/train_seconds": 61.5, "time/val_seconds": 2.0, "time/eval_seconds": 0.8,
-              "time/topk_seconds": 3.7, "time/explain_seconds": 1.2}
+              "time/setup_seconds": 4.5, "time/train_seconds": 61.5, "time/val_seconds": 2.0,
+              "time/epoch_end_seconds": 1.1, "time/eval_seconds": 0.8, "time/topk_seconds": 3.7,
+              "time/explain_seconds": 1.2}
 
 
 def _tiny(arm: str = "em3", **overrides):
@@ -88,8 +89,9 @@ def test_runs_page_efficiency_panel_shows_what_the_run_logged(store):
                if spec["layout"].get("barmode") == "stack"]
     assert len(stacked) == 1
     parts = {trace["name"]: trace["x"] for trace in stacked[0]["data"]}
-    assert list(parts) == ["training", "validation", "final evaluation", "top-K ranking", "explain artifacts"]
-    assert [x[0] for x in parts.values()] == [61.5, 2.0, 0.8, 3.7, 1.2]
+    assert list(parts) == ["setup: data, cache, model", "training", "validation", "per-epoch extras",
+                           "final evaluation", "top-K ranking", "explain artifacts"]
+    assert [x[0] for x in parts.values()] == [4.5, 61.5, 2.0, 1.1, 0.8, 3.7, 1.2]
     assert all(len(trace["y"]) == 1 and trace["y"][0].startswith("efficient") for trace in stacked[0]["data"])
 
 

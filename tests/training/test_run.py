@@ -50,6 +50,9 @@ def test_run_logs_tags_params_metrics_and_artifacts(tmp_path):
     for key in ("test/recall_at_10", "test/ndcg_at_10", "best_epoch", "params/trainable", "params/total",
                 "time/train_seconds", "perf/samples_per_s", "perf/peak_memory_mb"):
         assert key in m
+    # every part of the run is timed (the Runs page's "where each run's time went")
+    assert m["time/setup_seconds"] > 0 and m["time/epoch_end_seconds"] > 0
+    assert m["time/eval_seconds"] > 0 and m["time/topk_seconds"] > 0 and m["time/explain_seconds"] > 0
     history = _client().get_metric_history(result.run_id, "val/auc")
     assert sorted({h.step for h in history}) == [1, 2]     # per epoch, plus the final value at the last step
     assert len(_client().get_metric_history(result.run_id, "align/alignment")) == 2
