@@ -67,7 +67,7 @@ def render(result: dict[str, Any], *, machine: str, order: Sequence[str]) -> str
     for r in rows:
         lines.append(
             f"| {r['name']} | {r['batch_size']} | {r['dtype']} | {_f(r['train_epoch_s'], '.1f')} | "
-            f"{_f(r['val_epoch_s'], '.2f')} | {_f(r.get('topk_s', float('nan')), '.1f')} | "
+            f"{_f(r['val_epoch_s'], '.2f')} | {_f(r.get('topk_s'), '.1f')} | "
             f"{_f(ratio_to_id_only(r, rows), '.1f')} | {_f(r['samples_per_s'], ',.0f')} | "
             f"{_f(r['flops_per_step'] / 1e9, '.2f')} | {_f(r['achieved_flops_per_s'] / 1e9, '.1f')} | "
             f"{_f(100 * utilisation(r), '.0f')}% of {r['peak_bf16' if r['dtype'] == 'bf16' else 'peak_fp32'] / 1e9:.0f} | "

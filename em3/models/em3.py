@@ -21,7 +21,7 @@ from em3.models.dropout import use_fast_dropout
 from em3.models.history import ContentEncoder
 from em3.models.history_cut import cut_mask
 from em3.models.precision import ranker_autocast
-from em3.models.rankers import DIN, PairScores, RankerOutput, build_ranker, gather_rows
+from em3.models.rankers import PairScores, RankerOutput, build_ranker, gather_rows
 from em3.models.user_features import UserFeatureEmbedding
 
 if TYPE_CHECKING:
@@ -226,13 +226,12 @@ class EM3Model(nn.Module):
         `score_catalogue` over `rows` histories of `history_len` (speed.din_pair_scores); in eval mode.
 
         DIN's unit reads the (candidate, history item) pair alone, so over a whole ranking pass these
-        I·(I+1) scores replace rows·I·L per-pair evaluations. None where they would not pay (fewer pairs
-        per user row than items, a catalogue over PAIR_SCORES_MAX pairs), under the history cut (its mask
-        is per candidate, but the scores would still serve: kept simple), for DCN-v2, or with the lever off.
+        I·(I+1) scores replace rows·I·L per-pair evaluations (the history cut's per-candidate mask is
+        applied to the gathered scores as to computed ones). None where they would not pay (no more history
+        slots in the pass than items, a catalogue over PAIR_SCORES_MAX pairs), for DCN-v2, or with the lever off.
         """
         n = self.num_items
-        if (not self.pair_scores_on or self.cut_active or rows * history_len <= n + 1
-                or n * (n + 1) > PAIR_SCORES_MAX):
+        if not self.pair_scores_on or rows * history_len <= n + 1 or n * (n + 1) > PAIR_SCORES_MAX:
             return None
         items = torch.arange(1, n + 1, device=self.id_index.device)              # (I,)
         id_table = self.item_id_emb(self.id_index)                               # (I+1, Di): row j = item j

@@ -45,11 +45,14 @@ def _trained_adapters(model):
     return model
 
 
-@pytest.mark.parametrize("arm", ARMS)
-def test_catalogue_scores_from_pair_scores_equal_the_plain_ones(config, samples, tokens, batch, arm):
+@pytest.mark.parametrize("arm,cut", [*((arm, {}) for arm in ARMS),
+                                     ("em3", {"model__history__cut": "similar", "model__history__cut_k": 2})])
+def test_catalogue_scores_from_pair_scores_equal_the_plain_ones(config, samples, tokens, batch, arm, cut):
+    """Under the history cut each candidate masks its own history slots: on the gathered scores as on computed ones."""
     torch.manual_seed(0)
-    model = _trained_adapters(build_model(config(arm, model__ranker__kind="din"), samples=samples,
+    model = _trained_adapters(build_model(config(arm, model__ranker__kind="din", **cut), samples=samples,
                                           tokens=tokens)).eval()
+    assert model.cut_active == bool(cut)
     catalogue = model.catalogue()
     if arm == "em3":     # the history path is not the target path here, so the content table must be the history's
         assert not torch.allclose(catalogue.history[1:], catalogue.target[1:])
@@ -74,7 +77,6 @@ def test_pair_scores_are_built_only_where_they_apply_and_pay(config, samples, to
     assert built(model__ranker__kind="din")
     assert not built(model__ranker__kind="din", speed__din_pair_scores=False)        # the lever off
     assert not built(model__ranker__kind="dcnv2")                                    # DIN's units only
-    assert not built(model__ranker__kind="din", model__history__cut="similar", model__history__cut_k=2)
     # no more pairs than one ranking pass would evaluate anyway: (rows · L) history slots against I + 1 items
     assert not built(rows=(n + 1) // n_l, model__ranker__kind="din")
     assert built(rows=(n + 1) // n_l + 1, model__ranker__kind="din")
