@@ -14,7 +14,7 @@ It ends with issue 12's two open targets read as bounds on these parts (docs/RES
   content unit less than it takes now without a faster unit, which would speed id_only's ID unit as much;
   the bound says what would be left for the rest.
 - >= 50% of the per-dtype peaks means a step no longer than twice its FLOPs' time at those peaks (its
-  roofline time); DIN's two units, nearly FLOP-free elementwise work, are set beside that budget.
+  roofline time); DIN (its two units, nearly FLOP-free elementwise work, and its head) is set beside it.
 """
 from __future__ import annotations
 
@@ -126,23 +126,25 @@ def bounds(ms: dict[str, float], *, encode_flops: dict[str, int], step_flops: di
     """Issue 12's two open targets as bounds on the measured parts (the module docstring says how)."""
     ident, em3 = ms["id_only step"], ms["em3 step"]
     adds, budget = em3 - ident, 2 * ident
-    projection = 1000 * encode_flops.get("bf16", 0) / peaks["bf16"]                 # ms at 100% of the bf16 peak
+    proj_flops, step_total = encode_flops.get("bf16", 0), sum(step_flops.values())
+    projection = 1000 * proj_flops / peaks["bf16"]                                   # ms at 100% of the bf16 peak
     unit = ms["DIN's content unit forward + backward"]
     print(f"\nem3 <= 3x id_only: what content adds may take {budget:.1f} ms (2 x {ident} ms); it takes {adds:.1f} ms "
           f"({em3 / ident:.2f}x)")
-    print(f"  the token projection, {encode_flops.get('bf16', 0) / 1e9:.2f} GFLOP in bf16, at 100% of the "
+    print(f"  the token projection, {proj_flops / 1e9:.2f} GFLOP in bf16, at 100% of the "
           f"{peaks['bf16'] / 1e9:.0f} GFLOP/s bf16 peak: {projection:.1f} ms")
     print(f"  DIN's content unit: {unit} ms")
     print(f"  left for the rest of what content adds (the encoder beyond its projection, CIC, Adam): "
           f"{budget - projection - unit:.1f} ms; it takes {adds - projection - unit:.1f} ms with the projection at peak")
     roof = 1000 * roofline_seconds(step_flops, peaks)
-    share = step_flops.get("bf16", 0) / max(1, sum(step_flops.values()))
+    share = step_flops.get("bf16", 0) / max(1, step_total)
     din = ms["DIN forward + backward, IDs + content"]
-    print(f"\n>= 50% of the per-dtype peaks: the em3 step's {sum(step_flops.values()) / 1e9:.2f} GFLOP "
+    print(f"\n>= 50% of the per-dtype peaks: the em3 step's {step_total / 1e9:.2f} GFLOP "
           f"({share:.0%} bf16) take {roof:.1f} ms at the peaks (fp32 {peaks['fp32'] / 1e9:.0f}, bf16 "
           f"{peaks['bf16'] / 1e9:.0f} GFLOP/s), so 50% means a step <= {2 * roof:.1f} ms; it takes {em3} ms "
           f"({roof / em3:.0%})")
-    print(f"  DIN forward + backward, both units (elementwise work on (pairs, 64) tensors, few FLOPs): {din} ms")
+    print(f"  DIN forward + backward, both units and the head (mostly elementwise work on (pairs, 64) tensors, "
+          f"few FLOPs): {din} ms")
 
 
 if __name__ == "__main__":
